@@ -1,0 +1,75 @@
+"""``faceflow dev up | down | status``: manage the local Kafka broker and Triton server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from faceflow.runtime.settings import DevSettings
+from faceflow.runtime.stack import COMPONENTS, DevStack, format_status, require_ready
+
+
+def register(sub: Any) -> None:
+    dev = sub.add_parser("dev", help="the local runtime: a real Kafka broker and Triton server")
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--home", type=Path, help="runtime folder (default: $FACEFLOW_HOME or ./.faceflow)")
+        p.add_argument("--kafka-port", type=int, help="local broker port (default 9092)")
+        p.add_argument("--controller-port", type=int, help="local KRaft controller port (default 9093)")
+        p.add_argument("--triton-http-port", type=int, help="local Triton HTTP port (default 8000)")
+        p.add_argument("--triton-grpc-port", type=int, help="local Triton gRPC port (default 8001)")
+        p.add_argument("--triton-metrics-port", type=int, help="local Triton metrics port (default 8002)")
+        p.add_argument("--model-repository", type=Path, help="Triton model repository (default ./triton_repo)")
+
+    up = dev_sub.add_parser("up", help="start what is not running; returns when everything answers")
+    common(up)
+    up.add_argument("--only", choices=COMPONENTS, action="append", help="start only this component")
+    up.set_defaults(handler=_up)
+    down = dev_sub.add_parser("down", help="stop what `dev up` started (never an external component)")
+    common(down)
+    down.set_defaults(handler=_down)
+    status = dev_sub.add_parser("status", help="say what runs where")
+    common(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_status)
+
+
+def settings_from_args(args: argparse.Namespace) -> DevSettings:
+    settings = DevSettings.from_env()
+    if args.home is not None:
+        home = args.home.absolute()
+        settings = settings.with_overrides(home=home, cache=settings.cache)
+    return settings.with_overrides(
+        kafka_port=args.kafka_port,
+        controller_port=args.controller_port,
+        triton_http_port=args.triton_http_port,
+        triton_grpc_port=args.triton_grpc_port,
+        triton_metrics_port=args.triton_metrics_port,
+        model_repository=args.model_repository.absolute() if args.model_repository else None,
+    )
+
+
+def _up(args: argparse.Namespace) -> int:
+    stack = DevStack(settings_from_args(args))
+    statuses = stack.up(args.only or COMPONENTS)
+    print(format_status(statuses))
+    require_ready(statuses)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    DevStack(settings_from_args(args)).down()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    statuses = DevStack(settings_from_args(args)).status()
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+    else:
+        print(format_status(statuses))
+    return 0 if all(s.ready for s in statuses) else 1

@@ -1,0 +1,213 @@
+"""A real Apache Kafka 4.x broker for the local runtime, started from the broker's Maven jars.
+
+One node in KRaft combined mode (broker + controller) on the loopback interface. The jars are
+fetched once by Maven into the cache folder (``<cache>/kafka-<version>/libs``, never committed);
+the storage is formatted on the first start and kept between restarts, so topics and committed
+offsets survive ``faceflow dev down`` / ``up``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from faceflow.errors import PrerequisiteError, RuntimeStartError
+from faceflow.runtime import procs
+from faceflow.runtime.settings import DevSettings
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.4.0"
+MIN_JAVA = 17
+START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class KafkaInstall:
+    libs: Path
+    log4j_config: Path
+    java: Path
+
+
+def find_java() -> Path:
+    """The ``java`` to run the broker with (``$JAVA_HOME/bin/java`` first), checked to be 17+."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home) / "bin" / "java" if java_home else None
+    java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if java is None:
+        raise PrerequisiteError(
+            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker, and no `java` was found on PATH "
+            f"(JAVA_HOME={java_home or 'unset'}). Install it (Debian: apt-get install openjdk-17-jre-headless) "
+            "or point FACEFLOW_KAFKA_BOOTSTRAP at an existing broker."
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PrerequisiteError(f"`{java} -version` failed: {exc}") from exc
+    major = parse_java_major(out.stderr + out.stdout)
+    if major is None:
+        raise PrerequisiteError(f"could not read the Java version from `{java} -version`:\n{out.stderr}")
+    if major < MIN_JAVA:
+        raise PrerequisiteError(
+            f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA} or newer; {java} is Java {major}. "
+            "Install a newer JDK and put it first on PATH or set JAVA_HOME."
+        )
+    return Path(java)
+
+
+def parse_java_major(version_output: str) -> int | None:
+    """Major version from ``java -version`` output: '1.8.0_392' -> 8, '17.0.15' -> 17, '21' -> 21."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not match:
+        return None
+    first = int(match.group(1))
+    if first == 1 and match.group(2) is not None:
+        return int(match.group(2))
+    return first
+
+
+def ensure_jars(cache: Path, *, quiet: bool = False) -> KafkaInstall:
+    """Fetch the broker's jars with Maven into ``cache`` unless already there (idempotent)."""
+    java = find_java()
+    pom = resources.files("faceflow.runtime") / "kafka" / "pom.xml"
+    log4j = resources.files("faceflow.runtime") / "kafka" / "log4j2.properties"
+    pom_bytes = pom.read_bytes()
+    root = cache / f"kafka-{KAFKA_VERSION}"
+    libs = root / "libs"
+    marker = root / "complete.sha256"
+    digest = hashlib.sha256(pom_bytes).hexdigest()
+    root.mkdir(parents=True, exist_ok=True)
+    log4j_path = root / "log4j2.properties"
+    log4j_path.write_bytes(log4j.read_bytes())
+    if marker.exists() and marker.read_text().strip() == digest and any(libs.glob("kafka_2.13-*.jar")):
+        return KafkaInstall(libs=libs, log4j_config=log4j_path, java=java)
+
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise PrerequisiteError(
+            "Maven (`mvn`) is needed once, to fetch the Kafka broker's jars from Maven Central, and it is "
+            "not on PATH. Install it (Debian: apt-get install maven) or point FACEFLOW_KAFKA_BOOTSTRAP at "
+            "an existing broker."
+        )
+    pom_path = root / "pom.xml"
+    pom_path.write_bytes(pom_bytes)
+    staging = root / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    if not quiet:
+        print(f"  fetching Apache Kafka {KAFKA_VERSION} broker jars with Maven into {libs} (first run only)")
+    argv = [
+        mvn,
+        "-B",
+        "-ntp",
+        "-f",
+        str(pom_path),
+        f"-Dmaven.repo.local={cache / 'm2'}",
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
+    if result.returncode != 0:
+        last = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        raise RuntimeStartError(f"Maven could not fetch the Kafka broker jars (exit {result.returncode}):\n{last}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    marker.write_text(digest + "\n")
+    jars = list(libs.glob("*.jar"))
+    if not quiet:
+        size_mb = sum(j.stat().st_size for j in jars) / 1e6
+        print(f"  fetched {len(jars)} jars ({size_mb:.0f} MB)")
+    return KafkaInstall(libs=libs, log4j_config=log4j_path, java=java)
+
+
+def broker_properties(settings: DevSettings, data_dir: Path) -> str:
+    """server.properties for one combined broker+controller node on ``settings.host``."""
+    host = settings.host
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{host}:{settings.controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{settings.kafka_port},CONTROLLER://{host}:{settings.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{settings.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Topics set their own max.message.bytes (faceflow.topics); this is the broker-wide ceiling
+        # for topics created by others.
+        "message.max.bytes": str(8 * 1024 * 1024 + 1024 * 1024),
+        "replica.fetch.max.bytes": str(16 * 1024 * 1024),
+        "auto.create.topics.enable": "false",
+        "log.retention.check.interval.ms": "60000",
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def start(settings: DevSettings, install: KafkaInstall) -> procs.ProcessRecord:
+    """Format storage on first start, then launch the broker detached. Returns at once."""
+    base = settings.run_dir / "kafka"
+    data_dir = base / "data"
+    base.mkdir(parents=True, exist_ok=True)
+    props = base / "server.properties"
+    props.write_text(broker_properties(settings, data_dir))
+    procs.require_free_ports(
+        "the Kafka broker",
+        settings.host,
+        {"client port": settings.kafka_port, "controller port": settings.controller_port},
+        "Set FACEFLOW_DEV_KAFKA_PORT / FACEFLOW_DEV_CONTROLLER_PORT to free ports, or point "
+        "FACEFLOW_KAFKA_BOOTSTRAP at the broker that is already running.",
+    )
+    classpath = f"{install.libs}/*"
+    if not (data_dir / "meta.properties").exists():
+        cluster_id = _cluster_id(base)
+        logger.info("formatting Kafka storage in %s (cluster %s)", data_dir, cluster_id)
+        fmt = subprocess.run(
+            [str(install.java), "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", cluster_id, "-c", str(props)],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        if fmt.returncode != 0:
+            raise RuntimeStartError(
+                f"formatting Kafka storage in {data_dir} failed (exit {fmt.returncode}):\n"
+                + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-20:])
+            )
+    argv = [
+        str(install.java),
+        f"-Xms{settings.kafka_heap}",
+        f"-Xmx{settings.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={install.log4j_config}",
+        f"-Dkafka.logs.dir={base}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
+    return procs.spawn("kafka", argv, log=base / "broker.log")
+
+
+def _cluster_id(base: Path) -> str:
+    """A stable KRaft cluster id for this runtime folder (22-char URL-safe base64 of a UUID)."""
+    path = base / "cluster.id"
+    if path.exists():
+        return path.read_text().strip()
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(cid + "\n")
+    return cid

@@ -1,0 +1,112 @@
+"""The Kafka topics of the faceflow mesh: one source of truth for names and configs.
+
+Every producer, consumer, the local runtime (``faceflow dev up``) and the Kubernetes manifests read
+the topic names and their configs from here (DESIGN.md, "Data path"). Sizes are explicit because a
+frame is far larger than Kafka's 1 MiB defaults, and retention is short where the payload is
+biometric (privacy defaults: the frames topic keeps raw faces for one hour only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+MIB = 1024 * 1024
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+#: Largest encoded frame a topic accepts. Ingest keeps its size guard below this (see
+#: ``FRAME_PAYLOAD_LIMIT``), and producers/consumers size their requests from it.
+FRAMES_MAX_MESSAGE_BYTES = 8 * MIB
+#: The room a Frame's protobuf envelope, key and headers may take beyond the JPEG itself.
+FRAME_ENVELOPE_HEADROOM = 64 * 1024
+#: Ingest re-encodes or refuses a frame whose JPEG is larger than this.
+FRAME_PAYLOAD_LIMIT = FRAMES_MAX_MESSAGE_BYTES - FRAME_ENVELOPE_HEADROOM
+#: Analyses carry per-face parsing masks (224x224 class ids), so they get the same room.
+ANALYSES_MAX_MESSAGE_BYTES = 8 * MIB
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicSpec:
+    """A topic's name, partition count and the configs it is created with."""
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 249:
+            raise ValueError(f"expected a topic name of 1..249 characters, got {self.name!r}")
+        if self.partitions < 1:
+            raise ValueError(f"expected partitions >= 1 for {self.name}, got {self.partitions}")
+        object.__setattr__(self, "configs", MappingProxyType(dict(self.configs)))
+
+    def renamed(self, name: str) -> TopicSpec:
+        """The same spec under another name (tests use unique topic names per run)."""
+        return TopicSpec(name=name, partitions=self.partitions, configs=self.configs, purpose=self.purpose)
+
+
+FRAMES = TopicSpec(
+    name="faceflow.frames.v1",
+    partitions=6,
+    configs={
+        "retention.ms": str(HOUR_MS),
+        "max.message.bytes": str(FRAMES_MAX_MESSAGE_BYTES),
+        "compression.type": "producer",
+        "cleanup.policy": "delete",
+    },
+    purpose="ingest -> analyzer: one Frame per sampled video frame, key = stream_id",
+)
+FRAMES_DLQ = TopicSpec(
+    name="faceflow.frames.dlq.v1",
+    partitions=1,
+    configs={
+        "retention.ms": str(7 * DAY_MS),
+        "max.message.bytes": str(FRAMES_MAX_MESSAGE_BYTES),
+        "cleanup.policy": "delete",
+    },
+    purpose="poison input with the reason it was refused; never blocks a partition",
+)
+ANALYSES = TopicSpec(
+    name="faceflow.analyses.v1",
+    partitions=6,
+    configs={
+        "retention.ms": str(DAY_MS),
+        "max.message.bytes": str(ANALYSES_MAX_MESSAGE_BYTES),
+        "cleanup.policy": "delete",
+    },
+    purpose="analyzer -> aggregator: one FrameAnalysis per frame, key = stream_id",
+)
+FACES = TopicSpec(
+    name="faceflow.faces.v1",
+    partitions=6,
+    configs={
+        "retention.ms": str(7 * DAY_MS),
+        "max.message.bytes": str(2 * MIB),
+        "cleanup.policy": "delete",
+    },
+    purpose="aggregator -> downstream consumers: FaceEvent per face per frame and track lifecycle",
+)
+AGGREGATOR_STATE = TopicSpec(
+    name="faceflow.aggregator.state.v1",
+    partitions=6,
+    configs={
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(8 * MIB),
+        "min.compaction.lag.ms": "0",
+        "segment.ms": str(HOUR_MS),
+    },
+    purpose="aggregator changelog: per-stream tracker snapshot + input offset, compacted by key",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FRAMES_DLQ, ANALYSES, FACES, AGGREGATOR_STATE)
+
+
+def by_name(name: str) -> TopicSpec:
+    """The spec of a faceflow topic, or KeyError naming the known topics."""
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
