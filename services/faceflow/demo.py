@@ -30,8 +30,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="start the local runtime and show a frame's round trip")
     p.add_argument("--home", type=__import__("pathlib").Path, help="runtime folder (default ./.faceflow)")
     p.add_argument("--stream-id", default="demo-astronaut")
-    p.set_defaults(handler=_demo, kafka_port=None, controller_port=None, triton_http_port=None,
-                   triton_grpc_port=None, triton_metrics_port=None, model_repository=None)  # fmt: skip
+    p.set_defaults(
+        handler=_demo,
+        kafka_port=None,
+        controller_port=None,
+        triton_http_port=None,
+        triton_grpc_port=None,
+        triton_metrics_port=None,
+        model_repository=None,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -51,7 +58,7 @@ def demo_jpeg() -> tuple[bytes, int, int]:
     from PIL import Image  # noqa: PLC0415
     from skimage import data  # noqa: PLC0415
 
-    rgb = np.asarray(data.astronaut())
+    rgb = np.asarray(data.astronaut())  # type: ignore[no-untyped-call]
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
     return buf.getvalue(), rgb.shape[1], rgb.shape[0]
@@ -62,16 +69,27 @@ def round_trip(bootstrap: str, triton_url: str, *, stream_id: str) -> dict[str, 
 
     jpeg, width, height = demo_jpeg()
     trace = TraceParent.new()
-    frame = frame_pb2.Frame(stream_id=stream_id, seq=time.time_ns(), image=jpeg, content_type="image/jpeg",
-                            width=width, height=height, source_uri="skimage:astronaut")  # fmt: skip
+    frame = frame_pb2.Frame(
+        stream_id=stream_id,
+        seq=time.time_ns(),
+        image=jpeg,
+        content_type="image/jpeg",
+        width=width,
+        height=height,
+        source_uri="skimage:astronaut",
+    )
     frame.capture_time.GetCurrentTime()
     payload = frame.SerializeToString()
 
     print(f"== 2. produce a {width}x{height} JPEG ({len(jpeg) / 1024:.0f} KiB) to {topics.FRAMES.name}")
     t0 = time.perf_counter()
     with closing(make_producer(bootstrap, client_id="faceflow-demo")) as producer:
-        meta = producer.send(topics.FRAMES.name, key=stream_id.encode(), value=payload,
-                             headers=message_headers(frame_pb2.Frame.DESCRIPTOR.full_name, trace)).get(timeout=30)  # fmt: skip
+        meta = producer.send(
+            topics.FRAMES.name,
+            key=stream_id.encode(),
+            value=payload,
+            headers=message_headers(frame_pb2.Frame.DESCRIPTOR.full_name, trace),
+        ).get(timeout=30)
     produce_ms = (time.perf_counter() - t0) * 1e3
     print(f"   acked (acks=all) at partition {meta.partition} offset {meta.offset} in {produce_ms:.0f} ms")
 
@@ -94,8 +112,10 @@ def round_trip(bootstrap: str, triton_url: str, *, stream_id: str) -> dict[str, 
     headers = header_dict(record.headers)
     consume_ms = (time.perf_counter() - t0) * 1e3
     same = got == frame and record.key == stream_id.encode()
-    print(f"   key={record.key.decode()} seq={got.seq} identical={same} "
-          f"traceparent={headers[TRACEPARENT].decode()} in {consume_ms:.0f} ms")  # fmt: skip
+    print(
+        f"   key={record.key.decode()} seq={got.seq} identical={same} "
+        f"traceparent={headers[TRACEPARENT].decode()} in {consume_ms:.0f} ms"
+    )
     if not same:
         raise FaceflowError("the consumed frame differs from the produced one")
 
@@ -112,4 +132,10 @@ def round_trip(bootstrap: str, triton_url: str, *, stream_id: str) -> dict[str, 
     status = int(answer.as_numpy("FRAME_STATUS")[0])
     h, w = int(answer.as_numpy("HEIGHT")[0]), int(answer.as_numpy("WIDTH")[0])
     print(f"   FRAME_STATUS={status} size={w}x{h} in {infer_ms:.0f} ms")
-    return {"partition": meta.partition, "offset": meta.offset, "triton_status": status, "width": w, "height": h}
+    return {
+        "partition": meta.partition,
+        "offset": meta.offset,
+        "triton_status": status,
+        "width": w,
+        "height": h,
+    }

@@ -20,7 +20,9 @@ PROTO_ROOT = REPO / "protos"
 OUT_ROOT = REPO / "services"
 PACKAGE_DIR = Path("faceflow") / "v1"
 
-_INIT = '"""Generated protobuf and gRPC code for the faceflow.v1 wire contract (see protos/). Do not edit."""\n'
+_INIT = (
+    '"""Generated protobuf and gRPC code for the faceflow.v1 wire contract (see protos/). Do not edit."""\n'
+)
 
 
 def proto_files() -> list[Path]:

@@ -8,9 +8,9 @@ biometric (privacy defaults: the frames topic keeps raw faces for one hour only)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 MIB = 1024 * 1024
 HOUR_MS = 3_600_000

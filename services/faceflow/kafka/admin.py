@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterable, Mapping
 from contextlib import closing
 from typing import Any
@@ -30,6 +31,8 @@ def admin_client(bootstrap: str, *, timeout_ms: int = 10_000) -> KafkaAdminClien
 
 def broker_answers_metadata(bootstrap: str, *, timeout_ms: int = 3_000) -> bool:
     """True when the broker answers a metadata request and reports a controller."""
+    if not any(_accepts_connections(address) for address in bootstrap.split(",")):
+        return False  # fast path: kafka-python would retry a refused bootstrap for its whole timeout
     try:
         with closing(admin_client(bootstrap, timeout_ms=timeout_ms)) as admin:
             cluster = admin.describe_cluster()
@@ -37,6 +40,15 @@ def broker_answers_metadata(bootstrap: str, *, timeout_ms: int = 3_000) -> bool:
         logger.debug("broker %s not answering yet: %s", bootstrap, exc)
         return False
     return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) != -1
+
+
+def _accepts_connections(address: str) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def cluster_info(bootstrap: str) -> dict[str, Any]:
@@ -86,9 +98,7 @@ def topic_configs(bootstrap: str, names: Iterable[str]) -> dict[str, dict[str, s
     """The non-default configs of each topic, as the broker reports them."""
     names = list(names)
     with closing(admin_client(bootstrap)) as admin:
-        result = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
-        )
+        result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
     return {name: _config_values(result, name) for name in names}
 
 

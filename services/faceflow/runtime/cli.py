@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from faceflow.runtime import kafka_broker, triton_server
 from faceflow.runtime.settings import DevSettings
 from faceflow.runtime.stack import COMPONENTS, DevStack, format_status, require_ready
 
@@ -23,8 +24,15 @@ def register(sub: Any) -> None:
         p.add_argument("--triton-http-port", type=int, help="local Triton HTTP port (default 8000)")
         p.add_argument("--triton-grpc-port", type=int, help="local Triton gRPC port (default 8001)")
         p.add_argument("--triton-metrics-port", type=int, help="local Triton metrics port (default 8002)")
-        p.add_argument("--model-repository", type=Path, help="Triton model repository (default ./triton_repo)")
+        p.add_argument(
+            "--model-repository", type=Path, help="Triton model repository (default ./triton_repo)"
+        )
 
+    prepare = dev_sub.add_parser(
+        "prepare", help="fetch what the runtime needs (broker jars, tritonserver, model env); starts nothing"
+    )
+    common(prepare)
+    prepare.set_defaults(handler=_prepare)
     up = dev_sub.add_parser("up", help="start what is not running; returns when everything answers")
     common(up)
     up.add_argument("--only", choices=COMPONENTS, action="append", help="start only this component")
@@ -51,6 +59,18 @@ def settings_from_args(args: argparse.Namespace) -> DevSettings:
         triton_metrics_port=args.triton_metrics_port,
         model_repository=args.model_repository.absolute() if args.model_repository else None,
     )
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    print(f"preparing the local runtime in {settings.cache}")
+    kafka = kafka_broker.ensure_jars(settings.cache, say=print)
+    print(f"  kafka {kafka_broker.KAFKA_VERSION}: {kafka.libs} (java {kafka.java})")
+    triton = triton_server.ensure_tritonserver(settings.cache, say=print)
+    print(f"  tritonserver: {triton.binary}")
+    env_bin = triton_server.ensure_model_env(settings.cache, say=print)
+    print(f"  Triton model environment: {env_bin.parent}")
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:

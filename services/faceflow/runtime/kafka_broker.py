@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,8 @@ def find_java() -> Path:
     if java is None:
         raise PrerequisiteError(
             f"Java {MIN_JAVA}+ is needed to run the local Kafka broker, and no `java` was found on PATH "
-            f"(JAVA_HOME={java_home or 'unset'}). Install it (Debian: apt-get install openjdk-17-jre-headless) "
+            f"(JAVA_HOME={java_home or 'unset'}). "
+            "Install it (Debian: apt-get install openjdk-17-jre-headless) "
             "or point FACEFLOW_KAFKA_BOOTSTRAP at an existing broker."
         )
     try:
@@ -75,7 +77,7 @@ def parse_java_major(version_output: str) -> int | None:
     return first
 
 
-def ensure_jars(cache: Path, *, quiet: bool = False) -> KafkaInstall:
+def ensure_jars(cache: Path, *, say: Callable[[str], None] = lambda _msg: None) -> KafkaInstall:
     """Fetch the broker's jars with Maven into ``cache`` unless already there (idempotent)."""
     java = find_java()
     pom = resources.files("faceflow.runtime") / "kafka" / "pom.xml"
@@ -102,8 +104,7 @@ def ensure_jars(cache: Path, *, quiet: bool = False) -> KafkaInstall:
     pom_path.write_bytes(pom_bytes)
     staging = root / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    if not quiet:
-        print(f"  fetching Apache Kafka {KAFKA_VERSION} broker jars with Maven into {libs} (first run only)")
+    say(f"  fetching Apache Kafka {KAFKA_VERSION} broker jars with Maven into {libs} (first run only)")
     argv = [
         mvn,
         "-B",
@@ -118,14 +119,15 @@ def ensure_jars(cache: Path, *, quiet: bool = False) -> KafkaInstall:
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
     if result.returncode != 0:
         last = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
-        raise RuntimeStartError(f"Maven could not fetch the Kafka broker jars (exit {result.returncode}):\n{last}")
+        raise RuntimeStartError(
+            f"Maven could not fetch the Kafka broker jars (exit {result.returncode}):\n{last}"
+        )
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
     marker.write_text(digest + "\n")
     jars = list(libs.glob("*.jar"))
-    if not quiet:
-        size_mb = sum(j.stat().st_size for j in jars) / 1e6
-        print(f"  fetched {len(jars)} jars ({size_mb:.0f} MB)")
+    size_mb = sum(j.stat().st_size for j in jars) / 1e6
+    say(f"  fetched {len(jars)} jars ({size_mb:.0f} MB)")
     return KafkaInstall(libs=libs, log4j_config=log4j_path, java=java)
 
 
@@ -178,10 +180,23 @@ def start(settings: DevSettings, install: KafkaInstall) -> procs.ProcessRecord:
         cluster_id = _cluster_id(base)
         logger.info("formatting Kafka storage in %s (cluster %s)", data_dir, cluster_id)
         fmt = subprocess.run(
-            [str(install.java), "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+            [
+                str(install.java),
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         if fmt.returncode != 0:
             raise RuntimeStartError(
                 f"formatting Kafka storage in {data_dir} failed (exit {fmt.returncode}):\n"

@@ -136,8 +136,13 @@ def wait_until(
     timeout_s: float,
     record: ProcessRecord | None = None,
     interval_s: float = 0.25,
+    summarize: Callable[[Path], str] | None = None,
 ) -> None:
-    """Poll ``probe`` until it is true; fail early (with the log's tail) if the process died."""
+    """Poll ``probe`` until it is true; fail early (with the log's tail) if the process died.
+
+    ``summarize`` picks what of the log to show (default: its last lines).
+    """
+    summarize = summarize or tail
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -147,10 +152,10 @@ def wait_until(
             logger.debug("%s not ready yet: %s", what, exc)
         if record is not None and not record.is_alive():
             raise RuntimeStartError(
-                f"{what} exited during start-up. Last lines of {record.log}:\n{tail(Path(record.log))}"
+                f"{what} exited during start-up. From {record.log}:\n{summarize(Path(record.log))}"
             )
         if time.monotonic() >= deadline:
-            log_note = f" Last lines of {record.log}:\n{tail(Path(record.log))}" if record else ""
+            log_note = f" From {record.log}:\n{summarize(Path(record.log))}" if record else ""
             raise RuntimeStartError(f"{what} was not ready after {timeout_s:.0f} s.{log_note}")
         time.sleep(interval_s)
 

@@ -38,9 +38,11 @@ class ComponentStatus:
 
 
 def _say(quiet: bool) -> Callable[[str], None]:
+    """Progress lines for the person at the terminal (the CLI's user-facing output)."""
+
     def say(message: str) -> None:
         if not quiet:
-            print(message, flush=True)
+            print(message, flush=True)  # noqa: T201
 
     return say
 
@@ -76,25 +78,30 @@ class DevStack:
         tmp.replace(self.state_path)
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, components: Sequence[Component] = COMPONENTS, *, quiet: bool = False) -> list[ComponentStatus]:
+    def up(
+        self, components: Sequence[Component] = COMPONENTS, *, quiet: bool = False
+    ) -> list[ComponentStatus]:
         say = _say(quiet)
         for name in components:
             if name not in COMPONENTS:
                 raise ConfigError(f"expected components among {COMPONENTS}, got {name!r}")
         records = self._load()
         if "kafka" in components:
-            self._up_kafka(records, say, quiet)
+            self._up_kafka(records, say)
         if "triton" in components:
-            self._up_triton(records, say, quiet)
+            self._up_triton(records, say)
         return self.status(components)
 
-    def _up_kafka(self, records: dict[str, procs.ProcessRecord], say: Callable[[str], None], quiet: bool) -> None:
+    def _up_kafka(self, records: dict[str, procs.ProcessRecord], say: Callable[[str], None]) -> None:
         s = self.settings
         bootstrap = s.kafka_bootstrap
         if s.external_kafka:
             say(f"kafka: using the external broker at {bootstrap} (FACEFLOW_KAFKA_BOOTSTRAP)")
-            procs.wait_until(f"the Kafka broker at {bootstrap}", lambda: admin.broker_answers_metadata(bootstrap),
-                             timeout_s=30)  # fmt: skip
+            procs.wait_until(
+                f"the Kafka broker at {bootstrap}",
+                lambda: admin.broker_answers_metadata(bootstrap),
+                timeout_s=30,
+            )
         else:
             rec = records.get("kafka")
             if rec is not None and rec.is_alive() and admin.broker_answers_metadata(bootstrap):
@@ -104,19 +111,23 @@ class DevStack:
                     say(f"kafka: pid {rec.pid} is not answering; restarting it")
                     procs.stop(rec)
                 say(f"kafka: starting Apache Kafka {kafka_broker.KAFKA_VERSION} (KRaft) at {bootstrap}")
-                install = kafka_broker.ensure_jars(s.cache, quiet=quiet)
+                install = kafka_broker.ensure_jars(s.cache, say=say)
                 rec = kafka_broker.start(s, install)
                 records["kafka"] = rec
                 self._save(records)
                 started = time.monotonic()
-                procs.wait_until("the Kafka broker", lambda: admin.broker_answers_metadata(bootstrap),
-                                 timeout_s=kafka_broker.START_TIMEOUT_S, record=rec)  # fmt: skip
+                procs.wait_until(
+                    "the Kafka broker",
+                    lambda: admin.broker_answers_metadata(bootstrap),
+                    timeout_s=kafka_broker.START_TIMEOUT_S,
+                    record=rec,
+                )
                 say(f"kafka: ready in {time.monotonic() - started:.1f} s (log {rec.log})")
         outcome = admin.ensure_topics(bootstrap, topics.ALL_TOPICS)
         created = [name for name, what in outcome.items() if what == "created"]
         say(f"kafka: topics {'created ' + ', '.join(created) if created else 'present'}")
 
-    def _up_triton(self, records: dict[str, procs.ProcessRecord], say: Callable[[str], None], quiet: bool) -> None:
+    def _up_triton(self, records: dict[str, procs.ProcessRecord], say: Callable[[str], None]) -> None:
         s = self.settings
         url = s.triton_grpc_url
         if s.external_triton:
@@ -132,17 +143,27 @@ class DevStack:
             say(f"triton: pid {rec.pid} is not answering; restarting it")
             procs.stop(rec)
         say(f"triton: starting tritonserver serving {s.model_repository} at grpc {url}, http {http}")
-        install = triton_server.ensure_tritonserver(s.cache, quiet=quiet)
-        model_env = triton_server.ensure_model_env(s.cache, quiet=quiet)
+        install = triton_server.ensure_tritonserver(s.cache, say=say)
+        model_env = triton_server.ensure_model_env(s.cache, say=say)
         rec = triton_server.start(s, install, model_env)
         records["triton"] = rec
         self._save(records)
         started = time.monotonic()
-        procs.wait_until("Triton", lambda: triton_server.http_ready(http),
-                         timeout_s=triton_server.START_TIMEOUT_S, record=rec)  # fmt: skip
+        procs.wait_until(
+            "Triton",
+            lambda: triton_server.http_ready(http),
+            timeout_s=triton_server.START_TIMEOUT_S,
+            record=rec,
+            summarize=triton_server.summarize_log,
+        )
         if self._has_probe_model(http):
-            procs.wait_until(f"a real inference on {triton_server.PROBE_MODEL}",
-                             lambda: bool(triton_server.probe_inference(url)), timeout_s=60, record=rec)  # fmt: skip
+            procs.wait_until(
+                f"a real inference on {triton_server.PROBE_MODEL}",
+                lambda: bool(triton_server.probe_inference(url)),
+                timeout_s=60,
+                record=rec,
+                summarize=triton_server.summarize_log,
+            )
         say(f"triton: ready in {time.monotonic() - started:.1f} s (log {rec.log})")
 
     def _has_probe_model(self, http: str) -> bool:
@@ -195,30 +216,48 @@ class DevStack:
             return ComponentStatus(name="kafka", mode="external", address=s.kafka_bootstrap, ready=ready)
         rec = records.get("kafka")
         if rec is None or not rec.is_alive():
-            return ComponentStatus(name="kafka", mode="stopped", address=s.kafka_bootstrap, ready=False,
-                                   log=rec.log if rec else None)  # fmt: skip
+            return ComponentStatus(
+                name="kafka",
+                mode="stopped",
+                address=s.kafka_bootstrap,
+                ready=False,
+                log=rec.log if rec else None,
+            )
         ready = admin.broker_answers_metadata(s.kafka_bootstrap)
-        return ComponentStatus(name="kafka", mode="local", address=s.kafka_bootstrap, ready=ready, pid=rec.pid,
-                               log=rec.log, detail=f"data {s.run_dir / 'kafka' / 'data'}")  # fmt: skip
+        return ComponentStatus(
+            name="kafka",
+            mode="local",
+            address=s.kafka_bootstrap,
+            ready=ready,
+            pid=rec.pid,
+            log=rec.log,
+            detail=f"data {s.run_dir / 'kafka' / 'data'}",
+        )
 
     def _triton_status(self, records: dict[str, procs.ProcessRecord]) -> ComponentStatus:
         s = self.settings
         if s.external_triton:
-            return ComponentStatus(name="triton", mode="external", address=s.triton_grpc_url,
-                                   ready=_grpc_ready(s.triton_grpc_url))  # fmt: skip
+            return ComponentStatus(
+                name="triton",
+                mode="external",
+                address=s.triton_grpc_url,
+                ready=_grpc_ready(s.triton_grpc_url),
+            )
         rec = records.get("triton")
         address = f"grpc {s.triton_grpc_url}, http {s.triton_http_url}"
         if rec is None or not rec.is_alive():
-            return ComponentStatus(name="triton", mode="stopped", address=address, ready=False,
-                                   log=rec.log if rec else None)  # fmt: skip
+            return ComponentStatus(
+                name="triton", mode="stopped", address=address, ready=False, log=rec.log if rec else None
+            )
         http = s.triton_http_url or ""
         ready = self._triton_answers(http, s.triton_grpc_url)
         detail = ""
         if ready:
             models = triton_server.model_index(http)
             detail = "models " + ", ".join(f"{m.get('name')}={m.get('state', '?')}" for m in models)
-        return ComponentStatus(name="triton", mode="local", address=address, ready=ready, pid=rec.pid,
-                               log=rec.log, detail=detail)  # fmt: skip
+        return ComponentStatus(
+            name="triton", mode="local", address=address, ready=ready, pid=rec.pid, log=rec.log, detail=detail
+        )
 
 
 def _grpc_ready(url: str) -> bool:

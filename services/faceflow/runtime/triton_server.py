@@ -26,6 +26,7 @@ import sys
 import sysconfig
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,25 +67,34 @@ class TritonInstall:
         return stub
 
 
-def ensure_tritonserver(cache: Path, *, quiet: bool = False) -> TritonInstall:
+def ensure_tritonserver(cache: Path, *, say: Callable[[str], None] = lambda _msg: None) -> TritonInstall:
     """Unpack the ``nvidia-pytriton`` wheel into ``cache`` unless already there (idempotent)."""
     install = TritonInstall(cache / f"pytriton-{PYTRITON_VERSION}")
     if install.binary.exists():
         return install
-    if not quiet:
-        print(f"  installing the tritonserver binary from nvidia-pytriton=={PYTRITON_VERSION} into {install.root}")
-    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(install.root),
-            f"nvidia-pytriton=={PYTRITON_VERSION}"]  # fmt: skip
+    say(f"  installing the tritonserver binary from nvidia-pytriton=={PYTRITON_VERSION} into {install.root}")
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--target",
+        str(install.root),
+        f"nvidia-pytriton=={PYTRITON_VERSION}",
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
     if result.returncode != 0 or not install.binary.exists():
         raise RuntimeStartError(
-            f"could not install nvidia-pytriton=={PYTRITON_VERSION} (needs PyPI once; exit {result.returncode}):\n"
+            f"could not install nvidia-pytriton=={PYTRITON_VERSION} "
+            f"(needs PyPI once; exit {result.returncode}):\n"
             + "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         )
     return install
 
 
-def ensure_model_env(cache: Path, *, quiet: bool = False) -> Path:
+def ensure_model_env(cache: Path, *, say: Callable[[str], None] = lambda _msg: None) -> Path:
     """Create (once) the venv Triton's python models run in; returns its ``bin`` folder."""
     import faceflow  # noqa: PLC0415
 
@@ -97,13 +107,20 @@ def ensure_model_env(cache: Path, *, quiet: bool = False) -> Path:
     bindir = env_dir / "bin"
     if marker.exists() and marker.read_text().strip() == digest and (bindir / "python3").exists():
         return bindir
-    if not quiet:
-        print(f"  creating the environment Triton's python models run in ({env_dir}, first run only)")
+    say(f"  creating the environment Triton's python models run in ({env_dir}, first run only)")
     steps = [
         [sys.executable, "-m", "venv", "--clear", str(env_dir)],
-        [str(bindir / "python3"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-r", str(_write(cache / f"{env_dir.name}.requirements.txt", requirements))],
-    ]  # fmt: skip
+        [
+            str(bindir / "python3"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(_write(cache / f"{env_dir.name}.requirements.txt", requirements)),
+        ],
+    ]
     for argv in steps:
         result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
         if result.returncode != 0:
@@ -131,10 +148,12 @@ def backend_dir(install: TritonInstall, run_dir: Path) -> Path:
     python.mkdir(parents=True, exist_ok=True)
     links = {
         "libtriton_python.so": install.server_dir / "backends" / "python" / "libtriton_python.so",
-        "triton_python_backend_utils.py": install.server_dir / "backends" / "python"
+        "triton_python_backend_utils.py": install.server_dir
+        / "backends"
+        / "python"
         / "triton_python_backend_utils.py",
         "triton_python_backend_stub": install.stub(),
-    }  # fmt: skip
+    }
     for name, target in links.items():
         link = python / name
         if link.is_symlink() or link.exists():
@@ -188,12 +207,27 @@ def start(settings: DevSettings, install: TritonInstall, model_env_bin: Path) ->
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]
-    return procs.spawn("triton", argv, log=settings.run_dir / "triton" / "triton.log", env=server_env(model_env_bin))
+    return procs.spawn(
+        "triton", argv, log=settings.run_dir / "triton" / "triton.log", env=server_env(model_env_bin)
+    )
+
+
+def summarize_log(path: Path, lines: int = 15) -> str:
+    """Triton's error lines and failed-model rows (its option table would drown them in a tail)."""
+    text = procs.tail(path, lines=400)
+    picked = [
+        line
+        for line in text.splitlines()
+        if line.startswith("E")
+        or "UNAVAILABLE" in line
+        or line.startswith(("error:", "terminate", "  what()"))
+    ]
+    return "\n".join(picked[-lines:]) if picked else procs.tail(path, lines)
 
 
 def http_ready(http_url: str, *, timeout_s: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -228,7 +262,7 @@ def model_index(http_url: str) -> list[dict[str, str]]:
     """The repository index (name, version, state) from the HTTP API."""
     import json  # noqa: PLC0415
 
-    req = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST")  # noqa: S310
+    req = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
         index: list[dict[str, str]] = json.loads(resp.read())
     return index
