@@ -1,0 +1,61 @@
+"""Exceptions raised by the ingest service, all under :class:`IngestError`.
+
+``IngestError`` subclasses :class:`faceflow.errors.FaceflowError`, the package's one exception root
+(STYLE.md #7). Source errors say which source failed and why, so a caller can decide between
+retrying (:class:`SourceDisconnected`) and giving up (:class:`SourceNotFound`,
+:class:`SourceUndecodable`).
+"""
+
+from __future__ import annotations
+
+from faceflow.errors import ConfigError, FaceflowError
+
+
+class IngestError(FaceflowError):
+    """Root of every exception the ingest service raises on purpose."""
+
+
+class IngestConfigError(IngestError, ConfigError, ValueError):
+    """An ingest setting (target fps, queue size, JPEG quality, ...) is invalid."""
+
+
+class InvalidStreamId(IngestError, ValueError):  # noqa: N818 (name from the design brief)
+    """A stream id breaks the naming rule (see :func:`faceflow.ingest.naming.validate_stream_id`)."""
+
+
+class InvalidFrame(IngestError, ValueError):  # noqa: N818
+    """A frame's fields do not have the expected types, shapes or ranges."""
+
+
+class FrameTooLarge(IngestError):  # noqa: N818
+    """A frame cannot be JPEG-encoded under the byte limit even after downsizing."""
+
+
+class QueueClosed(IngestError):  # noqa: N818
+    """The frame queue was closed and has no items left."""
+
+
+class SourceError(IngestError):
+    """A frame source cannot be opened or read.
+
+    Attributes:
+        uri: the source's path or URL, as given.
+        reason: the underlying cause in words (FFmpeg's message where there is one).
+    """
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"{uri}: {reason}")
+        self.uri = uri
+        self.reason = reason
+
+
+class SourceNotFound(SourceError):  # noqa: N818
+    """The file, folder or URL does not exist (missing path, HTTP 404, unknown RTSP path)."""
+
+
+class SourceUndecodable(SourceError):  # noqa: N818
+    """The source exists but holds no decodable video: empty, corrupt, unsupported codec or scheme."""
+
+
+class SourceDisconnected(SourceError):  # noqa: N818
+    """A live source is unreachable or dropped mid-stream; reconnecting may help."""
