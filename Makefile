@@ -1,0 +1,85 @@
+# faceflow: the two commands a newcomer needs are `make demo` and `make test`.
+# Both create or refresh the venv, install the project, fetch the Kafka broker's jars and the
+# tritonserver binary, build what must be built, then run. Both are idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+BIN    := .cache/bin
+BUF    := $(BIN)/buf
+BUF_VERSION := v1.75.0
+STAMP  := $(VENV)/.faceflow-installed
+export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
+
+.PHONY: help setup venv runtime-deps tools demo test test-fast lint format protos up down status clean-runtime
+
+help:
+	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
+	@echo "make test   - set everything up and run lint + the whole test suite"
+	@echo "make up / down / status - the local runtime (faceflow dev ...)"
+	@echo "make protos - regenerate services/faceflow/v1 from protos/"
+
+$(PY):
+	@echo "==> creating the virtual environment in $(VENV)"
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "faceflow needs Python 3.11+, found " + sys.version.split()[0] + ": set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml | $(PY)
+	@echo "==> installing faceflow and its dependencies into $(VENV) (first run downloads torch: a few minutes)"
+	$(PIP) install --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+runtime-deps: venv
+	@echo "==> preparing the local runtime (Kafka jars via Maven, tritonserver, Triton's model env)"
+	$(VENV)/bin/faceflow dev prepare
+
+$(BUF):
+	@echo "==> installing buf $(BUF_VERSION) with go install into $(BIN)"
+	@command -v go >/dev/null || { echo "Go is needed for the dev tools (buf): see README prerequisites"; exit 1; }
+	GOBIN=$(CURDIR)/$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+tools: $(BUF)
+
+setup: venv runtime-deps tools
+
+lint: venv tools
+	@echo "==> lint: ruff, mypy, buf lint, generated code up to date"
+	$(VENV)/bin/ruff check services tests bench triton_repo
+	$(VENV)/bin/ruff format --check services tests bench triton_repo
+	$(VENV)/bin/mypy
+	$(BUF) lint
+	$(PY) -m faceflow.protogen --check
+
+format: venv
+	$(VENV)/bin/ruff format services tests bench triton_repo
+	$(VENV)/bin/ruff check --fix services tests bench triton_repo
+
+protos: venv
+	$(PY) -m faceflow.protogen
+
+demo: setup
+	@echo "==> demo"
+	$(VENV)/bin/faceflow demo
+
+test: setup lint
+	@echo "==> tests (unit + real Kafka/Triton integration + slow)"
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not integration and not slow"
+
+up: runtime-deps
+	$(VENV)/bin/faceflow dev up
+
+down: venv
+	$(VENV)/bin/faceflow dev down
+
+status: venv
+	$(VENV)/bin/faceflow dev status
+
+clean-runtime: down
+	rm -rf $(FACEFLOW_HOME)/run
