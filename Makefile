@@ -12,7 +12,7 @@ BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps tools demo test test-fast lint format protos up down status clean-runtime
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -37,6 +37,12 @@ runtime-deps: venv
 	@echo "==> preparing the local runtime (Kafka jars via Maven, tritonserver, Triton's model env)"
 	$(VENV)/bin/faceflow dev prepare
 
+# FaceXFormer ONNX + CenterFace ONNX + Triton repositories (cpu, gpu) in build/; idempotent.
+# Pass the authors' checkpoint with FACEFLOW_FACEXFORMER_WEIGHTS=/path/to/ckpt.pt (else random-init, flagged).
+models: venv
+	@echo "==> building model artefacts and Triton repositories (faceflow models build)"
+	$(VENV)/bin/faceflow models build
+
 $(BUF):
 	@echo "==> installing buf $(BUF_VERSION) with go install into $(BIN)"
 	@command -v go >/dev/null || { echo "Go is needed for the dev tools (buf): see README prerequisites"; exit 1; }
@@ -44,7 +50,7 @@ $(BUF):
 
 tools: $(BUF)
 
-setup: venv runtime-deps tools
+setup: venv runtime-deps models tools
 
 lint: venv tools
 	@echo "==> lint: ruff, mypy, buf lint, generated code up to date"
@@ -72,7 +78,7 @@ test: setup lint
 test-fast: venv
 	$(PY) -m pytest -m "not integration and not slow"
 
-up: runtime-deps
+up: runtime-deps models
 	$(VENV)/bin/faceflow dev up
 
 down: venv

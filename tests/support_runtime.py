@@ -29,7 +29,9 @@ def free_port_settings(home: Path, **overrides: object) -> DevSettings:
         triton_http_port=http,
         triton_grpc_port=grpc,
         triton_metrics_port=metrics,
-        model_repository=REPO / "triton_repo",
+        model_repository=Path(
+            os.environ.get("FACEFLOW_TRITON_REPOSITORY", REPO / "build" / "triton_repo" / "cpu")
+        ),
         external_kafka=os.environ.get("FACEFLOW_TEST_KAFKA_BOOTSTRAP") or None,
         external_triton=os.environ.get("FACEFLOW_TEST_TRITON_URL") or None,
     )

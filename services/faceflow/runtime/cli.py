@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
         p.add_argument("--triton-grpc-port", type=int, help="local Triton gRPC port (default 8001)")
         p.add_argument("--triton-metrics-port", type=int, help="local Triton metrics port (default 8002)")
         p.add_argument(
-            "--model-repository", type=Path, help="Triton model repository (default ./triton_repo)"
+            "--model-repository", type=Path, help="Triton model repository (default ./build/triton_repo/cpu)"
         )
 
     prepare = dev_sub.add_parser(

@@ -14,7 +14,7 @@ FACEFLOW_DEV_CONTROLLER_PORT   local broker's KRaft controller port         9093
 FACEFLOW_DEV_TRITON_HTTP_PORT  local Triton HTTP port                       8000
 FACEFLOW_DEV_TRITON_GRPC_PORT  local Triton gRPC port                       8001
 FACEFLOW_DEV_TRITON_METRICS_PORT local Triton metrics port                  8002
-FACEFLOW_TRITON_REPOSITORY     model repository the local Triton serves     ``./triton_repo``
+FACEFLOW_TRITON_REPOSITORY     model repository the local Triton serves     ``./build/triton_repo/cpu``
 FACEFLOW_DEV_KAFKA_HEAP        broker JVM heap                              ``512m``
 ============================== ============================================ ======================
 """
@@ -45,7 +45,7 @@ class DevSettings:
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
-    model_repository: Path = Path("triton_repo")
+    model_repository: Path = Path("build/triton_repo/cpu")
     kafka_heap: str = "512m"
     external_kafka: str | None = None
     external_triton: str | None = None
@@ -122,7 +122,7 @@ class DevSettings:
             triton_http_port=port("FACEFLOW_DEV_TRITON_HTTP_PORT", 8000),
             triton_grpc_port=port("FACEFLOW_DEV_TRITON_GRPC_PORT", 8001),
             triton_metrics_port=port("FACEFLOW_DEV_TRITON_METRICS_PORT", 8002),
-            model_repository=Path(env.get("FACEFLOW_TRITON_REPOSITORY", "triton_repo")).absolute(),
+            model_repository=Path(env.get("FACEFLOW_TRITON_REPOSITORY", "build/triton_repo/cpu")).absolute(),
             kafka_heap=env.get("FACEFLOW_DEV_KAFKA_HEAP", "512m"),
             external_kafka=env.get("FACEFLOW_KAFKA_BOOTSTRAP") or None,
             external_triton=env.get("FACEFLOW_TRITON_URL") or None,

@@ -177,8 +177,8 @@ def start(settings: DevSettings, install: TritonInstall, model_env_bin: Path) ->
     repo = settings.model_repository
     if not repo.is_dir():
         raise RuntimeStartError(
-            f"the Triton model repository {repo} does not exist; run from the repository root or set "
-            "FACEFLOW_TRITON_REPOSITORY"
+            f"the Triton model repository {repo} does not exist: build it with `faceflow models build` "
+            "(`make demo` / `make test` do), run from the repository root, or set FACEFLOW_TRITON_REPOSITORY"
         )
     procs.require_free_ports(
         "Triton",

