@@ -184,8 +184,9 @@ def detector_config(b: BuildParameters, variant: Variant) -> ModelConfig:
         DETECTOR, [_contract("IMAGES")], outputs, params,
         header="decode -> CenterFace -> FaceXFormer crops + aligned identity chips",
     )  # fmt: skip
-    files = {"centerface.onnx": "centerface"} if variant == "cpu" else {}
-    return ModelConfig(DETECTOR, text, files)
+    # Both variants carry the file: the gpu variant's detector reads the model's input/output
+    # layout from it and sends the tensors to the native model by BLS.
+    return ModelConfig(DETECTOR, text, {"centerface.onnx": "centerface"})
 
 
 def face_model_config(b: BuildParameters, variant: Variant) -> ModelConfig:

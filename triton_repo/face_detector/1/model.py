@@ -50,7 +50,7 @@ class TritonPythonModel:
         params = model_parameters(args)
         threads = int_param(params, "cpu_threads", 0)
         detector = CenterFaceDetector(
-            version_dir(args) / "centerface.onnx" if bls_target(params, "detector_backend") is None else None,
+            version_dir(args) / "centerface.onnx",
             threshold=float_param(params, "threshold", 0.5),
             nms_iou=float_param(params, "nms_iou", 0.3),
             max_faces=int_param(params, "max_faces", 64),
