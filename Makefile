@@ -12,7 +12,7 @@ BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server bench-ingest
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -48,7 +48,20 @@ $(BUF):
 	@command -v go >/dev/null || { echo "Go is needed for the dev tools (buf): see README prerequisites"; exit 1; }
 	GOBIN=$(CURDIR)/$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
-tools: $(BUF)
+# The real RTSP server that tests/ingest/test_rtsp_reconnect.py kills and restarts: GStreamer's
+# gst-rtsp-server, driven by the system python3 (tests/ingest/rtsp_server.py). Installed once with
+# apt (root or sudo); a machine that has it is left alone. Under CI a missing server fails the tests.
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+RTSP_PROBE := /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null
+
+rtsp-server:
+	@if $(RTSP_PROBE); then echo "==> RTSP test server (GStreamer gst-rtsp-server): present"; \
+	elif ! command -v apt-get >/dev/null; then echo "==> no apt-get: install $(RTSP_PACKAGES) yourself (the RTSP tests skip without them)"; \
+	else echo "==> installing the RTSP test server (GStreamer gst-rtsp-server) with apt"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null; fi
+
+tools: $(BUF) rtsp-server
 
 setup: venv runtime-deps models tools
 
@@ -74,6 +87,10 @@ demo: setup
 test: setup lint
 	@echo "==> tests (unit + real Kafka/Triton integration + slow)"
 	$(PY) -m pytest
+
+bench-ingest: venv runtime-deps
+	@echo "==> ingest benchmark: frames/s with Kafka vs the same loop without (bench/results/ingest.json)"
+	$(PY) bench/ingest.py
 
 test-fast: venv
 	$(PY) -m pytest -m "not integration and not slow"

@@ -21,6 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     from faceflow import demo  # noqa: PLC0415 - keep `faceflow --help` fast
+    from faceflow.ingest import cli as ingest_cli  # noqa: PLC0415
     from faceflow.models import build as models_build  # noqa: PLC0415
     from faceflow.runtime import cli as runtime_cli  # noqa: PLC0415
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show stack traces for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runtime_cli.register(sub)
+    ingest_cli.register(sub)
     models_build.register(sub)
     demo.register(sub)
     return parser

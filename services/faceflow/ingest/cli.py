@@ -1,0 +1,156 @@
+"""``faceflow ingest``: run the ingest service until SIGTERM / SIGINT (or until its files end).
+
+Settings come from ``FACEFLOW_INGEST_*`` variables (and ``FACEFLOW_KAFKA_BOOTSTRAP``), then from
+these flags; sources from ``--source STREAM_ID=URI`` (repeatable), ``--sources-file FILE`` and
+``FACEFLOW_INGEST_SOURCES``. On SIGTERM or SIGINT the service reports NOT_SERVING on its health
+endpoint, stops its sources, sends what is queued within ``--grace-s`` seconds and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faceflow.ingest.config import IngestConfig
+
+# Kept in step with PolicyChoice / SeqStart (a test checks); literal so `faceflow --help` stays fast.
+QUEUE_POLICIES = ("auto", "drop-oldest", "block")
+SEQ_STARTS = ("clock", "zero")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="pull video files, RTSP/HTTP streams and image folders (and pushed frames) into Kafka",
+        description="Decode, sample, bound and JPEG-encode frames of every source into the frames topic; "
+        "serve the faceflow.v1.Ingest gRPC API and Prometheus metrics. Flags override FACEFLOW_INGEST_* "
+        "variables.",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="STREAM_ID=URI",
+        help="a source: video file, folder of images, or rtsp:// / http(s):// URL (repeatable)",
+    )
+    p.add_argument("--sources-file", type=Path, help="YAML file of sources (see docs/ingest.md)")
+    p.add_argument(
+        "--fps", type=float, help="frames per second to keep, by timestamp; 0 keeps all (default 5)"
+    )
+    p.add_argument("--max-side", type=int, help="longest side in pixels; 0 keeps the size (default 1280)")
+    p.add_argument("--jpeg-quality", type=int, help="JPEG quality 1..100 (default 85)")
+    p.add_argument("--folder-fps", type=float, help="frame rate of an image folder's timeline (default 1)")
+    p.add_argument(
+        "--kafka-bootstrap", help="broker list (default $FACEFLOW_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
+    )
+    p.add_argument("--topic", help="frames topic (default faceflow.frames.v1)")
+    p.add_argument("--grpc-host", help="gRPC listen address (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port, 0 picks a free one (default 50051)")
+    p.add_argument("--metrics-host", help="metrics listen address (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port, 0 picks a free one (default 9464)"
+    )
+    p.add_argument("--queue-size", type=int, help="frames queued per source between decoding and Kafka")
+    p.add_argument(
+        "--queue-policy",
+        choices=QUEUE_POLICIES,
+        help="what a full queue does: auto (default: drop-oldest for live sources, block for files)",
+    )
+    p.add_argument("--seq-start", choices=SEQ_STARTS, help="where seq starts (default clock)")
+    p.add_argument("--grace-s", type=float, help="seconds to finish sending on SIGTERM (default 10)")
+    p.add_argument(
+        "--until-done", action="store_true", help="exit once every source has ended (files, folders)"
+    )
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> IngestConfig:
+    """The config from the environment, then the flags (sources from every place, added up)."""
+    from faceflow.ingest.config import IngestConfig, parse_source_flag  # noqa: PLC0415 - fast --help
+    from faceflow.ingest.sources_file import load_sources_file  # noqa: PLC0415
+
+    config = IngestConfig.from_env(env).with_overrides(
+        kafka_bootstrap=args.kafka_bootstrap,
+        topic=args.topic,
+        grpc_host=args.grpc_host,
+        grpc_port=args.grpc_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        target_fps=args.fps,
+        jpeg_quality=args.jpeg_quality,
+        folder_fps=args.folder_fps,
+        queue_size=args.queue_size,
+        queue_policy=args.queue_policy,
+        seq_start=args.seq_start,
+        grace_s=args.grace_s,
+    )
+    if args.max_side is not None:
+        config = replace(config, max_side=args.max_side or None)
+    sources = list(config.sources)
+    sources += [config.source(*parse_source_flag(text)) for text in args.source]
+    if args.sources_file is not None:
+        sources += load_sources_file(args.sources_file, config)
+    return replace(config, sources=tuple(sources))
+
+
+def run(args: argparse.Namespace) -> int:
+    from faceflow.ingest.grpc_server import IngestServer  # noqa: PLC0415 - fast --help
+    from faceflow.ingest.runner import SourceState  # noqa: PLC0415
+    from faceflow.ingest.service import IngestService  # noqa: PLC0415
+
+    config = config_from_args(args)
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    service = IngestService(config)
+    try:
+        service.start()
+        server = IngestServer(service, config.grpc_host, config.grpc_port, workers=config.grpc_workers)
+        try:
+            port = server.start()
+        except Exception:
+            service.stop(0)
+            raise
+        print(  # noqa: T201 - the CLI's user-facing output
+            f"faceflow ingest: {len(config.sources)} sources -> {config.topic} at {config.kafka_bootstrap}; "
+            f"gRPC {config.grpc_host}:{port}; metrics http://{config.metrics_host}:{service.metrics_port}/metrics",
+            flush=True,
+        )
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while not stop.wait(0.2):
+            if args.until_done and service.wait_sources(0):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        why = (
+            f"on {received[0]}" if received else "all sources done" if args.until_done else "duration reached"
+        )
+        print(f"faceflow ingest: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
+        stopped = server.stop(config.grace_s)
+        service.stop(config.grace_s)
+        stopped.wait(config.grace_s)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = 0
+    for s in service.list_sources():
+        failed += s.state is SourceState.FAILED
+        error = f" ({s.last_error})" if s.last_error and s.state is SourceState.FAILED else ""
+        print(  # noqa: T201
+            f"  {s.spec.stream_id}: {s.state}, {s.frames_produced} produced, {s.frames_dropped} dropped, "
+            f"{s.reconnects} reconnects{error}"
+        )
+    return 1 if failed and args.until_done else 0

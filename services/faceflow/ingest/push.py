@@ -1,0 +1,228 @@
+"""Frames pushed by edge clients (``Ingest.PushFrames``): checks, encoding and the call's tally.
+
+What happens to a pushed frame, and what the client is told:
+
+* a stream id that breaks the naming rule, or that a pulled source is using: the whole call is
+  refused (:class:`~faceflow.ingest.errors.InvalidStreamId` -> ``INVALID_ARGUMENT``,
+  :class:`StreamBusy` -> ``ALREADY_EXISTS``): it is a client bug, not a bad frame;
+* image bytes over the topic's payload limit: the whole call is refused (:class:`PushTooLarge`
+  -> ``RESOURCE_EXHAUSTED``), like a message over gRPC's own limit, which gRPC refuses with the
+  same code before it reaches us;
+* bytes that are not a JPEG or PNG picture, or a picture that cannot be made to fit: that frame
+  is rejected (``REJECT_REASON_NOT_AN_IMAGE`` / ``REJECT_REASON_TOO_LARGE`` with a detail) and the
+  call goes on: one bad frame from a camera must not cut the stream;
+* a frame the broker does not take or acknowledge in time: rejected with
+  ``REJECT_REASON_BACKPRESSURE``; when the broker cannot be reached at all the call ends with
+  ``UNAVAILABLE`` (:class:`BrokerUnavailable`) so that the client backs off.
+
+``accepted`` in the reply counts frames the broker acknowledged (``acks=all``): the reply is sent
+once every frame of the call is acknowledged or failed. A JPEG that already fits (RGB, longest side
+within ``max_side``, under the byte limit) is passed through untouched; anything else is decoded
+and re-encoded as JPEG. Each pushed stream gets its own ``seq`` counter (kept for the
+``max_push_streams`` most recently seen streams), starting at the wall clock in microseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from faceflow.ingest.encode import EncodeSettings, bound_size, fit_under
+from faceflow.ingest.errors import FrameTooLarge, IngestError
+from faceflow.ingest.frames import JPEG, EncodedFrame
+from faceflow.ingest.metrics import DropCause
+from faceflow.ingest.reconnect import SeqCounter
+from faceflow.v1 import ingest_pb2
+
+logger = logging.getLogger(__name__)
+
+#: The most rejections listed in one reply (``rejected`` still counts them all).
+MAX_LISTED_REJECTIONS = 1000
+
+
+class NotAnImage(IngestError):  # noqa: N818
+    """Pushed bytes are not a JPEG or PNG picture."""
+
+
+class PushTooLarge(IngestError):  # noqa: N818
+    """A pushed image is over the payload limit: the call is refused (``RESOURCE_EXHAUSTED``)."""
+
+
+class StreamBusy(IngestError):  # noqa: N818
+    """The stream id belongs to a running pulled source (``ALREADY_EXISTS``)."""
+
+
+class BrokerUnavailable(IngestError):  # noqa: N818
+    """The broker cannot be reached (``UNAVAILABLE``)."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A pushed picture ready for the topic."""
+
+    data: bytes
+    width: int
+    height: int
+    passed_through: bool
+
+
+def prepare_image(image: bytes, settings: EncodeSettings) -> PreparedImage:
+    """Check that ``image`` is a JPEG or PNG picture and bound it like a decoded frame.
+
+    Raises:
+        NotAnImage: not a (complete) JPEG or PNG picture.
+        FrameTooLarge: it cannot be encoded under ``settings.max_bytes``, or it has so many pixels
+            that decoding it is refused (a decompression bomb).
+    """
+    if not image:
+        raise NotAnImage("expected JPEG or PNG bytes, got an empty image")
+    try:
+        with Image.open(io.BytesIO(image)) as picture:
+            kind = picture.format
+            if kind not in ("JPEG", "PNG"):
+                raise NotAnImage(f"expected a JPEG or PNG picture, got a {kind} picture")
+            picture.load()
+            width, height = picture.size
+            mode = picture.mode
+            longest = max(width, height)
+            fits = settings.max_side is None or longest <= settings.max_side
+            if kind == "JPEG" and mode == "RGB" and fits and len(image) <= settings.max_bytes:
+                return PreparedImage(image, width, height, passed_through=True)
+            rgb = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise FrameTooLarge(f"picture refused: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        head = image[:8]
+        raise NotAnImage(
+            f"expected a JPEG or PNG picture, got {len(image)} bytes starting with {head!r} "
+            f"that do not decode ({exc})"
+        ) from exc
+    bounded = bound_size(rgb, settings.max_side)
+    fitted = fit_under(bounded, settings.quality, settings.max_bytes, min_quality=settings.min_quality)
+    return PreparedImage(fitted.jpeg, fitted.width, fitted.height, passed_through=False)
+
+
+@dataclass
+class _PushStream:
+    seq: SeqCounter
+    first_arrival_ns: int
+
+
+class PushStreams:
+    """Sequence counters and time origins of pushed streams, the most recent ``capacity`` kept."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._streams: OrderedDict[str, _PushStream] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, stream_id: str, now_ns: int) -> _PushStream:
+        with self._lock:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                # Always from the clock: an evicted stream that comes back stays increasing.
+                stream = _PushStream(SeqCounter.starting_now(), now_ns)
+                self._streams[stream_id] = stream
+                while len(self._streams) > self.capacity:
+                    evicted, _ = self._streams.popitem(last=False)
+                    logger.info("stream %s: forgetting pushed stream (capacity %d)", evicted, self.capacity)
+            self._streams.move_to_end(stream_id)
+            return stream
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
+
+def pushed_frame(
+    request: ingest_pb2.PushFramesRequest, prepared: PreparedImage, stream: _PushStream, now_ns: int
+) -> EncodedFrame:
+    """The :class:`EncodedFrame` of a pushed picture: pts and capture time from the request, or
+    from the arrival time (pts counted from the stream's first arrival)."""
+    pts_s = (
+        request.pts.ToNanoseconds() / 1e9
+        if request.HasField("pts")
+        else (now_ns - stream.first_arrival_ns) / 1e9
+    )
+    capture_ns = request.capture_time.ToNanoseconds() if request.HasField("capture_time") else now_ns
+    return EncodedFrame(
+        stream_id=request.stream_id,
+        seq=stream.seq.next(),
+        pts_s=pts_s,
+        capture_time_ns=max(0, capture_ns),
+        jpeg=prepared.data,
+        width=prepared.width,
+        height=prepared.height,
+        content_type=JPEG,
+    )
+
+
+_REASONS = {
+    DropCause.NOT_AN_IMAGE: ingest_pb2.REJECT_REASON_NOT_AN_IMAGE,
+    DropCause.TOO_LARGE: ingest_pb2.REJECT_REASON_TOO_LARGE,
+}
+
+
+@dataclass
+class PushTally:
+    """What one ``PushFrames`` call did; the reply is built from it once every send settled."""
+
+    accepted: int = 0
+    rejected: int = 0
+    rejections: list[ingest_pb2.FrameRejection] = field(default_factory=list)
+    pending: int = 0
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def reject(self, index: int, stream_id: str, cause: DropCause, detail: str) -> None:
+        reason = _REASONS.get(cause, ingest_pb2.REJECT_REASON_BACKPRESSURE)
+        with self._cond:
+            self.rejected += 1
+            if len(self.rejections) < MAX_LISTED_REJECTIONS:
+                self.rejections.append(
+                    ingest_pb2.FrameRejection(index=index, stream_id=stream_id, reason=reason, detail=detail)
+                )
+
+    def sent(self) -> None:
+        with self._cond:
+            self.pending += 1
+
+    def settle(self, index: int, stream_id: str, error: str | None) -> None:
+        if error is not None:
+            self.reject(
+                index, stream_id, DropCause.DELIVERY_FAILED, f"not acknowledged by the broker: {error}"
+            )
+        with self._cond:
+            self.pending -= 1
+            if error is None:
+                self.accepted += 1
+            self._cond.notify_all()
+
+    def settle_uncounted(self) -> None:
+        """A send that does not count in the reply (an end-of-stream marker, a refused send) settled."""
+        with self._cond:
+            self.pending -= 1
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait until every sent frame settled; return how many are still pending."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.pending > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self.pending
+
+    def reply(self) -> ingest_pb2.PushFramesResponse:
+        with self._cond:
+            return ingest_pb2.PushFramesResponse(
+                accepted=self.accepted, rejected=self.rejected, rejections=list(self.rejections)
+            )

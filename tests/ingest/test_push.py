@@ -1,0 +1,109 @@
+"""Tests for faceflow.ingest.push: checking and bounding pushed pictures, the call's tally."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from faceflow.ingest.encode import EncodeSettings
+from faceflow.ingest.errors import FrameTooLarge
+from faceflow.ingest.metrics import DropCause
+from faceflow.ingest.push import NotAnImage, PushStreams, PushTally, prepare_image, pushed_frame
+from faceflow.v1 import ingest_pb2
+
+ASTRONAUT = skdata.astronaut()  # 512x512 RGB
+
+
+def encoded(rgb: np.ndarray, kind: str = "JPEG", size: tuple[int, int] | None = None) -> bytes:
+    image = Image.fromarray(rgb)
+    if size is not None:
+        image = image.resize(size)
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+JPEG_512 = encoded(ASTRONAUT)
+
+
+@pytest.mark.parametrize(
+    ("image", "settings", "expected"),
+    [
+        (JPEG_512, EncodeSettings(max_side=1280), (512, 512, True)),
+        (JPEG_512, EncodeSettings(max_side=256), (256, 256, False)),
+        (encoded(ASTRONAUT, "PNG"), EncodeSettings(max_side=1280), (512, 512, False)),
+        (encoded(skdata.camera()), EncodeSettings(max_side=None), (512, 512, False)),  # grayscale JPEG
+        (JPEG_512, EncodeSettings(max_side=None, max_bytes=20_000), (384, 384, False)),  # shrunk to fit
+    ],
+)
+def test_prepare_image(image: bytes, settings: EncodeSettings, expected: tuple[int, int, bool]) -> None:
+    prepared = prepare_image(image, settings)
+    assert (prepared.width, prepared.height, prepared.passed_through) == expected
+    assert prepared.data.startswith(b"\xff\xd8\xff")
+    assert len(prepared.data) <= settings.max_bytes
+    if prepared.passed_through:
+        assert prepared.data is image
+
+
+@pytest.mark.parametrize(
+    ("image", "error", "message_part"),
+    [
+        (b"", NotAnImage, "got an empty image"),
+        (b"hello, not a picture at all", NotAnImage, r"got 27 bytes starting with b'hello, n'"),
+        (JPEG_512[: len(JPEG_512) // 2], NotAnImage, "do not decode"),
+        (encoded(ASTRONAUT, "GIF"), NotAnImage, "expected a JPEG or PNG picture, got a GIF picture"),
+        (encoded(ASTRONAUT, "PNG"), FrameTooLarge, "expected a JPEG of at most 100 bytes"),
+    ],
+)
+def test_prepare_image_refusals(image: bytes, error: type[Exception], message_part: str) -> None:
+    with pytest.raises(error, match=message_part):
+        prepare_image(
+            image, EncodeSettings(max_side=None, max_bytes=100 if error is FrameTooLarge else 10**7)
+        )
+
+
+def test_pushed_frame_times_default_to_arrival() -> None:
+    streams = PushStreams(capacity=4)
+    stream = streams.get("edge-1", now_ns=1_000_000_000)
+    prepared = prepare_image(JPEG_512, EncodeSettings())
+    first = pushed_frame(ingest_pb2.PushFramesRequest(stream_id="edge-1"), prepared, stream, 1_500_000_000)
+    request = ingest_pb2.PushFramesRequest(stream_id="edge-1")
+    request.pts.FromNanoseconds(40_000_000)
+    request.capture_time.FromNanoseconds(123)
+    second = pushed_frame(request, prepared, stream, 2_000_000_000)
+    assert (first.pts_s, first.capture_time_ns) == (0.5, 1_500_000_000)
+    assert (second.pts_s, second.capture_time_ns) == (0.04, 123)
+    assert second.seq == first.seq + 1
+
+
+def test_push_streams_keep_the_most_recent() -> None:
+    streams = PushStreams(capacity=2)
+    a = streams.get("a", 0)
+    streams.get("b", 0)
+    assert streams.get("a", 0) is a
+    streams.get("c", 0)  # evicts b, the least recently used
+    assert len(streams) == 2
+    assert streams.get("a", 0) is a
+    a_seq = a.seq.next()
+    streams.get("b", 0)  # comes back: a new counter that still starts from the clock
+    assert streams.get("b", 0).seq.peek > 0 and a_seq > 0
+
+
+def test_tally_counts_and_lists_rejections() -> None:
+    tally = PushTally()
+    tally.sent()
+    tally.sent()
+    tally.settle(0, "s", None)
+    tally.settle(1, "s", "timed out")
+    tally.reject(2, "s", DropCause.NOT_AN_IMAGE, "garbage")
+    assert tally.wait(0.1) == 0
+    reply = tally.reply()
+    assert (reply.accepted, reply.rejected) == (1, 2)
+    assert [(r.index, r.reason) for r in reply.rejections] == [
+        (1, ingest_pb2.REJECT_REASON_BACKPRESSURE),
+        (2, ingest_pb2.REJECT_REASON_NOT_AN_IMAGE),
+    ]
