@@ -41,7 +41,10 @@ class Frame(_message.Message):
     stream_id: _builtins.str
     """Stream identifier: 1..64 characters of [A-Za-z0-9._-], starting with a letter or digit."""
     seq: _builtins.int
-    """Monotonic per stream, starting at 0; survives source reconnects and ingest restarts."""
+    """Strictly increasing per stream; survives source reconnects and ingest restarts (ingest starts a
+    stream at the wall clock in microseconds, so a restarted ingest never reuses a seq). Consumers
+    deduplicate on (stream_id, seq); gaps are frames that were dropped and counted.
+    """
     image: _builtins.bytes
     """Encoded image (JPEG unless content_type says otherwise). Empty on an end-of-stream marker."""
     content_type: _builtins.str
