@@ -357,3 +357,15 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_eager(swin_t: FaceXFormer, 
         for name, eager, onnx_out in zip(OUTPUT_NAMES, run(swin_t, x), got, strict=True):
             assert onnx_out.shape == tuple(eager.shape), name
             assert float(np.abs(onnx_out - eager.numpy()).max()) <= 1e-4, name
+
+
+def test_half_precision_forward_matches_fp32() -> None:
+    """model.half() works (the positional encoding is computed in fp32 and cast)."""
+    model = FaceXFormer(FaceXFormerConfig(backbone="swin_t")).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(x)
+        half = model.half()(x.half())
+    for name, a, b in zip(OUTPUT_NAMES, full, half, strict=True):
+        assert b.dtype == torch.float16, name
+        torch.testing.assert_close(b.float(), a, atol=5e-2, rtol=5e-2, msg=name)

@@ -253,8 +253,11 @@ class PositionEmbeddingRandom(nn.Module):
         y_embed = (grid.cumsum(dim=0) - 0.5) / height
         x_embed = (grid.cumsum(dim=1) - 0.5) / width
         coords = 2.0 * torch.stack([x_embed, y_embed], dim=-1) - 1.0
-        coords = (2.0 * math.pi) * (coords @ gaussian)
-        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).permute(2, 0, 1)
+        # Computed in fp32 and cast to the module's dtype, so a model.half() forward works too
+        # (both casts are no-ops for fp32, so the exported ONNX graph is unchanged).
+        coords = (2.0 * math.pi) * (coords @ gaussian.float())
+        encoding = torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1).permute(2, 0, 1)
+        return encoding.to(gaussian.dtype)
 
 
 class FeatureProjection(nn.Module):
