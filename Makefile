@@ -12,7 +12,7 @@ BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server bench-ingest
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server bench bench-ingest bench-pipeline
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -87,6 +87,14 @@ demo: setup
 test: setup lint
 	@echo "==> tests (unit + real Kafka/Triton integration + slow)"
 	$(PY) -m pytest
+
+# The pipeline benchmark's baseline is the authors' style: MTCNN from facenet-pytorch, which declares
+# torch<2.3 / numpy<2 but runs with --no-deps (see bench/README.md).
+bench-pipeline: venv runtime-deps models
+	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0 requests
+	$(PY) bench/pipeline.py --quick
+
+bench: bench-ingest bench-pipeline
 
 bench-ingest: venv runtime-deps
 	@echo "==> ingest benchmark: frames/s with Kafka vs the same loop without (bench/results/ingest.json)"
