@@ -167,27 +167,11 @@ def run_with_reconnect(
     while not stop_event.is_set():
         if (connects or failures) and on_reconnect is not None:
             on_reconnect(failures)
+        source: FrameSource | None = None
         try:
             source = open_fn()
-        except SourceDisconnected as exc:
-            if not is_live:
-                logger.warning("stream %s: source unreachable, not live, giving up: %s", stream_id, exc)
-                return RunResult(EndReason.DISCONNECTED, frames, connects, disconnects)
-            failures += 1
-            retry = _wait_before_retry(
-                exc,
-                stream_id=stream_id,
-                failures=failures,
-                max_attempts=max_attempts,
-                backoff=backoff,
-                stop_event=stop_event,
-            )
-            if not retry:
-                break
-            continue
-        connects += 1
-        got_frame = False
-        try:
+            connects += 1
+            got_frame = False
             for frame in source:
                 if not got_frame:
                     got_frame = True
@@ -204,9 +188,16 @@ def run_with_reconnect(
                 # A live stream does not end by itself: treat a clean end as a drop.
                 raise SourceDisconnected(source.uri, "live source ended")
         except SourceDisconnected as exc:
-            disconnects += 1
+            # One path for a source that could not be opened and one that broke off mid-stream.
+            if source is not None:
+                disconnects += 1
             if not is_live:
-                logger.warning("stream %s: non-live source broke off, ending: %s", stream_id, exc)
+                what = (
+                    "source unreachable, not live, giving up"
+                    if source is None
+                    else "non-live source broke off, ending"
+                )
+                logger.warning("stream %s: %s: %s", stream_id, what, exc)
                 return RunResult(EndReason.DISCONNECTED, frames, connects, disconnects)
             failures += 1
             retry = _wait_before_retry(
@@ -220,7 +211,8 @@ def run_with_reconnect(
             if not retry:
                 break
         finally:
-            source.close()
+            if source is not None:
+                source.close()
     logger.info("stream %s: stopped after %d frames, %d connects", stream_id, frames, connects)
     return RunResult(EndReason.STOPPED, frames, connects, disconnects)
 
