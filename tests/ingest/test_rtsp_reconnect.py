@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support_ingest import consume, create_frames_topic, ingest_config, of_stream, running_service, wait_until
 
+from faceflow.ingest.config import PolicyChoice
 from faceflow.ingest.runner import SourceState
 from faceflow.runtime import procs
 
@@ -99,6 +100,9 @@ def test_rtsp_server_killed_and_restarted(
         reconnect_initial_s=0.2,
         reconnect_max_s=1.0,
         max_reconnect_attempts=0,  # a camera is retried for ever
+        # This test is about reconnect and seq continuity, not backpressure (test_producer covers
+        # drops): block, so a loaded CI machine cannot drop a live frame and open a seq gap.
+        queue_policy=PolicyChoice.BLOCK,
     )
     with running_service(config) as service:
         service.start_source(config.source("cam-rtsp", rtsp_server.url))
