@@ -31,11 +31,13 @@ def test_design_topics_are_all_declared_with_explicit_configs() -> None:
         "faceflow.analyses.v1",
         "faceflow.faces.v1",
         "faceflow.aggregator.state.v1",
+        "faceflow.identities.v1",
     }
     for spec in topics.ALL_TOPICS:
         assert "max.message.bytes" in spec.configs, spec.name
         assert "cleanup.policy" in spec.configs, spec.name
     assert topics.AGGREGATOR_STATE.configs["cleanup.policy"] == "compact"
+    assert topics.IDENTITIES.configs["cleanup.policy"] == "compact"
     # Privacy default: raw frames are kept for at most an hour.
     assert int(topics.FRAMES.configs["retention.ms"]) <= topics.HOUR_MS
     assert int(topics.FRAMES.configs["max.message.bytes"]) > topics.FRAME_PAYLOAD_LIMIT

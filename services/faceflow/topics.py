@@ -101,7 +101,25 @@ AGGREGATOR_STATE = TopicSpec(
     purpose="aggregator changelog: per-stream tracker snapshot + input offset, compacted by key",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FRAMES_DLQ, ANALYSES, FACES, AGGREGATOR_STATE)
+IDENTITIES = TopicSpec(
+    name="faceflow.identities.v1",
+    partitions=1,
+    configs={
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(2 * MIB),
+        # Erasure (DESIGN.md "Identities"): a forgotten identity's tombstone replaces its record
+        # at the next compaction, which runs once a segment rolls (segment.ms) and the record is
+        # older than min.compaction.lag.ms; the tombstone itself goes after delete.retention.ms.
+        # So an erased record can be read for at most about segment.ms + the cleaner's delay.
+        "segment.ms": str(HOUR_MS),
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": str(HOUR_MS),
+        "min.cleanable.dirty.ratio": "0.01",
+    },
+    purpose="gallery: enrolled, named and anonymous identities (embeddings, no photos), key = identity id",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FRAMES_DLQ, ANALYSES, FACES, AGGREGATOR_STATE, IDENTITIES)
 
 
 def by_name(name: str) -> TopicSpec:

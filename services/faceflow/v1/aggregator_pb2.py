@@ -24,39 +24,76 @@ _sym_db = _symbol_database.Default()
 
 from faceflow.v1 import common_pb2 as faceflow_dot_v1_dot_common__pb2
 from faceflow.v1 import face_event_pb2 as faceflow_dot_v1_dot_face__event__pb2
+from faceflow.v1 import identity_pb2 as faceflow_dot_v1_dot_identity__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65\x66low/v1/aggregator.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x18\x66\x61\x63\x65\x66low/v1/common.proto\x1a\x1c\x66\x61\x63\x65\x66low/v1/face_event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x01\n\x10SubscribeRequest\x12\x12\n\nstream_ids\x18\x01 \x03(\t\x12)\n\x05types\x18\x02 \x03(\x0e\x32\x1a.faceflow.v1.FaceEventType\x12\x14\n\x0cidentity_ids\x18\x03 \x03(\t\x12\x17\n\x0finclude_parsing\x18\x04 \x01(\x08\x12\x13\n\x0bmin_quality\x18\x05 \x01(\x02\":\n\x11SubscribeResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.faceflow.v1.FaceEvent\"6\n\x0fGetTrackRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\"5\n\x10GetTrackResponse\x12!\n\x05track\x18\x01 \x01(\x0b\x32\x12.faceflow.v1.Track\"b\n\x11ListTracksRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"Q\n\x12ListTracksResponse\x12\"\n\x06tracks\x18\x01 \x03(\x0b\x32\x12.faceflow.v1.Track\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x10GetStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"<\n\x11GetStreamResponse\x12\'\n\x06stream\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.StreamInfo\"\x81\x03\n\x05Track\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\x12\x13\n\x0bidentity_id\x18\x03 \x01(\t\x12\x15\n\ridentity_name\x18\x04 \x01(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.faceflow.v1.TrackState\x12\x11\n\tfirst_seq\x18\x06 \x01(\x04\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\x12,\n\tfirst_pts\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08last_pts\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cobservations\x18\n \x01(\r\x12*\n\x08last_box\x18\x0b \x01(\x0b\x32\x18.faceflow.v1.BoundingBox\x12\'\n\x05\x66used\x18\x0c \x01(\x0b\x32\x18.faceflow.v1.FaceResults\x12\x14\n\x0c\x62\x65st_quality\x18\r \x01(\x02\"\xd6\x01\n\nStreamInfo\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\r\n\x05\x66\x61\x63\x65s\x18\x03 \x01(\x04\x12\x15\n\ractive_tracks\x18\x04 \x01(\r\x12\x14\n\x0ctotal_tracks\x18\x05 \x01(\r\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x35\n\x11last_capture_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65nded\x18\x08 \x01(\x08\x12\x11\n\tpartition\x18\t \x01(\x05*\x8c\x01\n\nTrackState\x12\x1b\n\x17TRACK_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRACK_STATE_TENTATIVE\x10\x01\x12\x19\n\x15TRACK_STATE_CONFIRMED\x10\x02\x12\x14\n\x10TRACK_STATE_LOST\x10\x03\x12\x15\n\x11TRACK_STATE_ENDED\x10\x04\x32\xbe\x02\n\nAggregator\x12L\n\tSubscribe\x12\x1d.faceflow.v1.SubscribeRequest\x1a\x1e.faceflow.v1.SubscribeResponse0\x01\x12G\n\x08GetTrack\x12\x1c.faceflow.v1.GetTrackRequest\x1a\x1d.faceflow.v1.GetTrackResponse\x12M\n\nListTracks\x12\x1e.faceflow.v1.ListTracksRequest\x1a\x1f.faceflow.v1.ListTracksResponse\x12J\n\tGetStream\x12\x1d.faceflow.v1.GetStreamRequest\x1a\x1e.faceflow.v1.GetStreamResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x61\x63\x65\x66low/v1/aggregator.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x18\x66\x61\x63\x65\x66low/v1/common.proto\x1a\x1c\x66\x61\x63\x65\x66low/v1/face_event.proto\x1a\x1a\x66\x61\x63\x65\x66low/v1/identity.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x10SubscribeRequest\x12\x12\n\nstream_ids\x18\x01 \x03(\t\x12)\n\x05types\x18\x02 \x03(\x0e\x32\x1a.faceflow.v1.FaceEventType\x12\x14\n\x0cidentity_ids\x18\x03 \x03(\t\x12\x17\n\x0finclude_parsing\x18\x04 \x01(\x08\x12\x13\n\x0bmin_quality\x18\x05 \x01(\x02\x12\x16\n\x0eidentity_names\x18\x06 \x03(\t\x12)\n\x05start\x18\x07 \x01(\x0b\x32\x1a.faceflow.v1.StartPosition\"\x9f\x01\n\rStartPosition\x12\x10\n\x06latest\x18\x01 \x01(\x08H\x00\x12\x12\n\x08\x65\x61rliest\x18\x02 \x01(\x08H\x00\x12*\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x30\n\x07offsets\x18\x04 \x01(\x0b\x32\x1d.faceflow.v1.PartitionOffsetsH\x00\x42\n\n\x08position\"\x7f\n\x10PartitionOffsets\x12;\n\x07offsets\x18\x01 \x03(\x0b\x32*.faceflow.v1.PartitionOffsets.OffsetsEntry\x1a.\n\x0cOffsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"|\n\x11SubscribeResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.faceflow.v1.FaceEvent\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x1d\n\x03gap\x18\x04 \x01(\x0b\x32\x10.faceflow.v1.Gap\"\x16\n\x03Gap\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x04\"6\n\x0fGetTrackRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\"5\n\x10GetTrackResponse\x12!\n\x05track\x18\x01 \x01(\x0b\x32\x12.faceflow.v1.Track\"b\n\x11ListTracksRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"Q\n\x12ListTracksResponse\x12\"\n\x06tracks\x18\x01 \x03(\x0b\x32\x12.faceflow.v1.Track\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x10GetStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"<\n\x11GetStreamResponse\x12\'\n\x06stream\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.StreamInfo\"\x14\n\x12ListStreamsRequest\"?\n\x13ListStreamsResponse\x12(\n\x07streams\x18\x01 \x03(\x0b\x32\x17.faceflow.v1.StreamInfo\"\xe5\x03\n\x05Track\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\t\x12\x13\n\x0bidentity_id\x18\x03 \x01(\t\x12\x15\n\ridentity_name\x18\x04 \x01(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.faceflow.v1.TrackState\x12\x11\n\tfirst_seq\x18\x06 \x01(\x04\x12\x10\n\x08last_seq\x18\x07 \x01(\x04\x12,\n\tfirst_pts\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08last_pts\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cobservations\x18\n \x01(\r\x12*\n\x08last_box\x18\x0b \x01(\x0b\x32\x18.faceflow.v1.BoundingBox\x12\'\n\x05\x66used\x18\x0c \x01(\x0b\x32\x18.faceflow.v1.FaceResults\x12\x14\n\x0c\x62\x65st_quality\x18\r \x01(\x02\x12(\n\tbest_shot\x18\x0e \x01(\x0b\x32\x15.faceflow.v1.BestShot\x12\x19\n\x11identity_distance\x18\x0f \x01(\x02\x12\x1d\n\x15\x61nalyzed_observations\x18\x10 \x01(\r\"\xea\x01\n\nStreamInfo\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\x04\x12\r\n\x05\x66\x61\x63\x65s\x18\x03 \x01(\x04\x12\x15\n\ractive_tracks\x18\x04 \x01(\r\x12\x14\n\x0ctotal_tracks\x18\x05 \x01(\r\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x35\n\x11last_capture_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65nded\x18\x08 \x01(\x08\x12\x11\n\tpartition\x18\t \x01(\x05\x12\x12\n\nduplicates\x18\n \x01(\x04\"J\n\x15\x45nrollIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x13\n\x0bidentity_id\x18\x03 \x01(\t\"A\n\x16\x45nrollIdentityResponse\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.faceflow.v1.Identity\"8\n\x13NameIdentityRequest\x12\x13\n\x0bidentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"?\n\x14NameIdentityResponse\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.faceflow.v1.Identity\"2\n\x15ListIdentitiesRequest\x12\x19\n\x11include_anonymous\x18\x01 \x01(\x08\"C\n\x16ListIdentitiesResponse\x12)\n\nidentities\x18\x01 \x03(\x0b\x32\x15.faceflow.v1.Identity\")\n\x12GetIdentityRequest\x12\x13\n\x0bidentity_id\x18\x01 \x01(\t\">\n\x13GetIdentityResponse\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.faceflow.v1.Identity\")\n\x15\x46orgetIdentityRequest\x12\x10\n\x08identity\x18\x01 \x01(\t\"/\n\x16\x46orgetIdentityResponse\x12\x15\n\rforgotten_ids\x18\x01 \x03(\t\"\x9a\x02\n\x08Identity\x12\x13\n\x0bidentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.faceflow.v1.IdentityKind\x12\x12\n\nembeddings\x18\x04 \x01(\r\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x15\n\rorigin_stream\x18\x08 \x01(\t\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8c\x01\n\nTrackState\x12\x1b\n\x17TRACK_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRACK_STATE_TENTATIVE\x10\x01\x12\x19\n\x15TRACK_STATE_CONFIRMED\x10\x02\x12\x14\n\x10TRACK_STATE_LOST\x10\x03\x12\x15\n\x11TRACK_STATE_ENDED\x10\x04\x32\xc8\x06\n\nAggregator\x12L\n\tSubscribe\x12\x1d.faceflow.v1.SubscribeRequest\x1a\x1e.faceflow.v1.SubscribeResponse0\x01\x12G\n\x08GetTrack\x12\x1c.faceflow.v1.GetTrackRequest\x1a\x1d.faceflow.v1.GetTrackResponse\x12M\n\nListTracks\x12\x1e.faceflow.v1.ListTracksRequest\x1a\x1f.faceflow.v1.ListTracksResponse\x12J\n\tGetStream\x12\x1d.faceflow.v1.GetStreamRequest\x1a\x1e.faceflow.v1.GetStreamResponse\x12P\n\x0bListStreams\x12\x1f.faceflow.v1.ListStreamsRequest\x1a .faceflow.v1.ListStreamsResponse\x12Y\n\x0e\x45nrollIdentity\x12\".faceflow.v1.EnrollIdentityRequest\x1a#.faceflow.v1.EnrollIdentityResponse\x12S\n\x0cNameIdentity\x12 .faceflow.v1.NameIdentityRequest\x1a!.faceflow.v1.NameIdentityResponse\x12Y\n\x0eListIdentities\x12\".faceflow.v1.ListIdentitiesRequest\x1a#.faceflow.v1.ListIdentitiesResponse\x12P\n\x0bGetIdentity\x12\x1f.faceflow.v1.GetIdentityRequest\x1a .faceflow.v1.GetIdentityResponse\x12Y\n\x0e\x46orgetIdentity\x12\".faceflow.v1.ForgetIdentityRequest\x1a#.faceflow.v1.ForgetIdentityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faceflow.v1.aggregator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRACKSTATE']._serialized_start=1379
-  _globals['_TRACKSTATE']._serialized_end=1519
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=167
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=316
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=318
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=376
-  _globals['_GETTRACKREQUEST']._serialized_start=378
-  _globals['_GETTRACKREQUEST']._serialized_end=432
-  _globals['_GETTRACKRESPONSE']._serialized_start=434
-  _globals['_GETTRACKRESPONSE']._serialized_end=487
-  _globals['_LISTTRACKSREQUEST']._serialized_start=489
-  _globals['_LISTTRACKSREQUEST']._serialized_end=587
-  _globals['_LISTTRACKSRESPONSE']._serialized_start=589
-  _globals['_LISTTRACKSRESPONSE']._serialized_end=670
-  _globals['_GETSTREAMREQUEST']._serialized_start=672
-  _globals['_GETSTREAMREQUEST']._serialized_end=709
-  _globals['_GETSTREAMRESPONSE']._serialized_start=711
-  _globals['_GETSTREAMRESPONSE']._serialized_end=771
-  _globals['_TRACK']._serialized_start=774
-  _globals['_TRACK']._serialized_end=1159
-  _globals['_STREAMINFO']._serialized_start=1162
-  _globals['_STREAMINFO']._serialized_end=1376
-  _globals['_AGGREGATOR']._serialized_start=1522
-  _globals['_AGGREGATOR']._serialized_end=1840
+  _globals['_PARTITIONOFFSETS_OFFSETSENTRY']._loaded_options = None
+  _globals['_PARTITIONOFFSETS_OFFSETSENTRY']._serialized_options = b'8\001'
+  _globals['_TRACKSTATE']._serialized_start=2933
+  _globals['_TRACKSTATE']._serialized_end=3073
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=195
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=411
+  _globals['_STARTPOSITION']._serialized_start=414
+  _globals['_STARTPOSITION']._serialized_end=573
+  _globals['_PARTITIONOFFSETS']._serialized_start=575
+  _globals['_PARTITIONOFFSETS']._serialized_end=702
+  _globals['_PARTITIONOFFSETS_OFFSETSENTRY']._serialized_start=656
+  _globals['_PARTITIONOFFSETS_OFFSETSENTRY']._serialized_end=702
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=704
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=828
+  _globals['_GAP']._serialized_start=830
+  _globals['_GAP']._serialized_end=852
+  _globals['_GETTRACKREQUEST']._serialized_start=854
+  _globals['_GETTRACKREQUEST']._serialized_end=908
+  _globals['_GETTRACKRESPONSE']._serialized_start=910
+  _globals['_GETTRACKRESPONSE']._serialized_end=963
+  _globals['_LISTTRACKSREQUEST']._serialized_start=965
+  _globals['_LISTTRACKSREQUEST']._serialized_end=1063
+  _globals['_LISTTRACKSRESPONSE']._serialized_start=1065
+  _globals['_LISTTRACKSRESPONSE']._serialized_end=1146
+  _globals['_GETSTREAMREQUEST']._serialized_start=1148
+  _globals['_GETSTREAMREQUEST']._serialized_end=1185
+  _globals['_GETSTREAMRESPONSE']._serialized_start=1187
+  _globals['_GETSTREAMRESPONSE']._serialized_end=1247
+  _globals['_LISTSTREAMSREQUEST']._serialized_start=1249
+  _globals['_LISTSTREAMSREQUEST']._serialized_end=1269
+  _globals['_LISTSTREAMSRESPONSE']._serialized_start=1271
+  _globals['_LISTSTREAMSRESPONSE']._serialized_end=1334
+  _globals['_TRACK']._serialized_start=1337
+  _globals['_TRACK']._serialized_end=1822
+  _globals['_STREAMINFO']._serialized_start=1825
+  _globals['_STREAMINFO']._serialized_end=2059
+  _globals['_ENROLLIDENTITYREQUEST']._serialized_start=2061
+  _globals['_ENROLLIDENTITYREQUEST']._serialized_end=2135
+  _globals['_ENROLLIDENTITYRESPONSE']._serialized_start=2137
+  _globals['_ENROLLIDENTITYRESPONSE']._serialized_end=2202
+  _globals['_NAMEIDENTITYREQUEST']._serialized_start=2204
+  _globals['_NAMEIDENTITYREQUEST']._serialized_end=2260
+  _globals['_NAMEIDENTITYRESPONSE']._serialized_start=2262
+  _globals['_NAMEIDENTITYRESPONSE']._serialized_end=2325
+  _globals['_LISTIDENTITIESREQUEST']._serialized_start=2327
+  _globals['_LISTIDENTITIESREQUEST']._serialized_end=2377
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_start=2379
+  _globals['_LISTIDENTITIESRESPONSE']._serialized_end=2446
+  _globals['_GETIDENTITYREQUEST']._serialized_start=2448
+  _globals['_GETIDENTITYREQUEST']._serialized_end=2489
+  _globals['_GETIDENTITYRESPONSE']._serialized_start=2491
+  _globals['_GETIDENTITYRESPONSE']._serialized_end=2553
+  _globals['_FORGETIDENTITYREQUEST']._serialized_start=2555
+  _globals['_FORGETIDENTITYREQUEST']._serialized_end=2596
+  _globals['_FORGETIDENTITYRESPONSE']._serialized_start=2598
+  _globals['_FORGETIDENTITYRESPONSE']._serialized_end=2645
+  _globals['_IDENTITY']._serialized_start=2648
+  _globals['_IDENTITY']._serialized_end=2930
+  _globals['_AGGREGATOR']._serialized_start=3076
+  _globals['_AGGREGATOR']._serialized_end=3916
 # @@protoc_insertion_point(module_scope)

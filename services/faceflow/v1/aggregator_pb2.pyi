@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from faceflow.v1 import common_pb2 as _common_pb2
 from faceflow.v1 import face_event_pb2 as _face_event_pb2
+from faceflow.v1 import identity_pb2 as _identity_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -54,10 +55,12 @@ class SubscribeRequest(_message.Message):
     IDENTITY_IDS_FIELD_NUMBER: _builtins.int
     INCLUDE_PARSING_FIELD_NUMBER: _builtins.int
     MIN_QUALITY_FIELD_NUMBER: _builtins.int
+    IDENTITY_NAMES_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     include_parsing: _builtins.bool
     """Include parsing masks (large)."""
     min_quality: _builtins.float
-    """Minimum face quality for observations."""
+    """Minimum face quality for observations, in [0, 1]."""
     @_builtins.property
     def stream_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these streams (empty: all)."""
@@ -70,6 +73,14 @@ class SubscribeRequest(_message.Message):
     def identity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these identities (empty: all)."""
 
+    @_builtins.property
+    def identity_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these identity names (empty: all)."""
+
+    @_builtins.property
+    def start(self) -> Global___StartPosition:
+        """Where to start (default: now)."""
+
     def __init__(
         self,
         *,
@@ -78,34 +89,154 @@ class SubscribeRequest(_message.Message):
         identity_ids: _abc.Iterable[_builtins.str] | None = ...,
         include_parsing: _builtins.bool = ...,
         min_quality: _builtins.float = ...,
+        identity_names: _abc.Iterable[_builtins.str] | None = ...,
+        start: Global___StartPosition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_ids", b"identity_ids", "include_parsing", b"include_parsing", "min_quality", b"min_quality", "stream_ids", b"stream_ids", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_ids", b"identity_ids", "identity_names", b"identity_names", "include_parsing", b"include_parsing", "min_quality", b"min_quality", "start", b"start", "stream_ids", b"stream_ids", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
 
 @_typing.final
+class StartPosition(_message.Message):
+    """Where a subscription starts reading faceflow.faces.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATEST_FIELD_NUMBER: _builtins.int
+    EARLIEST_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    OFFSETS_FIELD_NUMBER: _builtins.int
+    latest: _builtins.bool
+    """From now on (the default)."""
+    earliest: _builtins.bool
+    """From the oldest event the topic still holds."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """From the first event at or after this time."""
+
+    @_builtins.property
+    def offsets(self) -> Global___PartitionOffsets:
+        """From these offsets (partition -> offset), as SubscribeResponse reports them; partitions
+        not named start now.
+        """
+
+    def __init__(
+        self,
+        *,
+        latest: _builtins.bool = ...,
+        earliest: _builtins.bool = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        offsets: Global___PartitionOffsets | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earliest", b"earliest", "latest", b"latest", "offsets", b"offsets", "position", b"position", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earliest", b"earliest", "latest", b"latest", "offsets", b"offsets", "position", b"position", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_position: _TypeAlias = _typing.Literal["latest", "earliest", "time", "offsets"]  # noqa: Y015
+    _WhichOneofArgType_position: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_position) -> _WhichOneofReturnType_position | None: ...
+
+Global___StartPosition: _TypeAlias = StartPosition  # noqa: Y015
+
+@_typing.final
+class PartitionOffsets(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OffsetsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OFFSETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offsets(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        offsets: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offsets", b"offsets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionOffsets: _TypeAlias = PartitionOffsets  # noqa: Y015
+
+@_typing.final
 class SubscribeResponse(_message.Message):
+    """One item of a subscription: an event, or a gap where events were dropped for this subscriber."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    """Partition and offset of the event in faceflow.faces.v1 (resume with offset + 1)."""
+    offset: _builtins.int
     @_builtins.property
     def event(self) -> _face_event_pb2.FaceEvent: ...
+    @_builtins.property
+    def gap(self) -> Global___Gap:
+        """Set instead of event when this subscriber's queue overflowed."""
+
     def __init__(
         self,
         *,
         event: _face_event_pb2.FaceEvent | None = ...,
+        partition: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        gap: Global___Gap | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "gap", b"gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "gap", b"gap", "offset", b"offset", "partition", b"partition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class Gap(_message.Message):
+    """Events this subscriber did not receive because it read too slowly (drop-oldest policy)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.int
+    def __init__(
+        self,
+        *,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Gap: _TypeAlias = Gap  # noqa: Y015
 
 @_typing.final
 class GetTrackRequest(_message.Message):
@@ -243,6 +374,41 @@ class GetStreamResponse(_message.Message):
 Global___GetStreamResponse: _TypeAlias = GetStreamResponse  # noqa: Y015
 
 @_typing.final
+class ListStreamsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStreamsRequest: _TypeAlias = ListStreamsRequest  # noqa: Y015
+
+@_typing.final
+class ListStreamsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamInfo]: ...
+    def __init__(
+        self,
+        *,
+        streams: _abc.Iterable[Global___StreamInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["streams", b"streams"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStreamsResponse: _TypeAlias = ListStreamsResponse  # noqa: Y015
+
+@_typing.final
 class Track(_message.Message):
     """A track with its fused results."""
 
@@ -261,6 +427,9 @@ class Track(_message.Message):
     LAST_BOX_FIELD_NUMBER: _builtins.int
     FUSED_FIELD_NUMBER: _builtins.int
     BEST_QUALITY_FIELD_NUMBER: _builtins.int
+    BEST_SHOT_FIELD_NUMBER: _builtins.int
+    IDENTITY_DISTANCE_FIELD_NUMBER: _builtins.int
+    ANALYZED_OBSERVATIONS_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     track_id: _builtins.str
     identity_id: _builtins.str
@@ -270,6 +439,8 @@ class Track(_message.Message):
     last_seq: _builtins.int
     observations: _builtins.int
     best_quality: _builtins.float
+    identity_distance: _builtins.float
+    analyzed_observations: _builtins.int
     @_builtins.property
     def first_pts(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -278,6 +449,8 @@ class Track(_message.Message):
     def last_box(self) -> _common_pb2.BoundingBox: ...
     @_builtins.property
     def fused(self) -> _face_event_pb2.FaceResults: ...
+    @_builtins.property
+    def best_shot(self) -> _face_event_pb2.BestShot: ...
     def __init__(
         self,
         *,
@@ -294,10 +467,13 @@ class Track(_message.Message):
         last_box: _common_pb2.BoundingBox | None = ...,
         fused: _face_event_pb2.FaceResults | None = ...,
         best_quality: _builtins.float = ...,
+        best_shot: _face_event_pb2.BestShot | None = ...,
+        identity_distance: _builtins.float = ...,
+        analyzed_observations: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_pts", b"first_pts", "fused", b"fused", "last_box", b"last_box", "last_pts", b"last_pts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["best_shot", b"best_shot", "first_pts", b"first_pts", "fused", b"fused", "last_box", b"last_box", "last_pts", b"last_pts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_quality", b"best_quality", "first_pts", b"first_pts", "first_seq", b"first_seq", "fused", b"fused", "identity_id", b"identity_id", "identity_name", b"identity_name", "last_box", b"last_box", "last_pts", b"last_pts", "last_seq", b"last_seq", "observations", b"observations", "state", b"state", "stream_id", b"stream_id", "track_id", b"track_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed_observations", b"analyzed_observations", "best_quality", b"best_quality", "best_shot", b"best_shot", "first_pts", b"first_pts", "first_seq", b"first_seq", "fused", b"fused", "identity_distance", b"identity_distance", "identity_id", b"identity_id", "identity_name", b"identity_name", "last_box", b"last_box", "last_pts", b"last_pts", "last_seq", b"last_seq", "observations", b"observations", "state", b"state", "stream_id", b"stream_id", "track_id", b"track_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,6 +494,7 @@ class StreamInfo(_message.Message):
     LAST_CAPTURE_TIME_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     PARTITION_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     frames: _builtins.int
     faces: _builtins.int
@@ -327,6 +504,8 @@ class StreamInfo(_message.Message):
     ended: _builtins.bool
     partition: _builtins.int
     """Kafka partition of faceflow.analyses.v1 that owns this stream."""
+    duplicates: _builtins.int
+    """Analyses dropped as repeats of a (stream_id, seq) already applied."""
     @_builtins.property
     def last_capture_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -341,11 +520,270 @@ class StreamInfo(_message.Message):
         last_capture_time: _timestamp_pb2.Timestamp | None = ...,
         ended: _builtins.bool = ...,
         partition: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_capture_time", b"last_capture_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tracks", b"active_tracks", "ended", b"ended", "faces", b"faces", "frames", b"frames", "last_capture_time", b"last_capture_time", "last_seq", b"last_seq", "partition", b"partition", "stream_id", b"stream_id", "total_tracks", b"total_tracks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_tracks", b"active_tracks", "duplicates", b"duplicates", "ended", b"ended", "faces", b"faces", "frames", b"frames", "last_capture_time", b"last_capture_time", "last_seq", b"last_seq", "partition", b"partition", "stream_id", b"stream_id", "total_tracks", b"total_tracks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamInfo: _TypeAlias = StreamInfo  # noqa: Y015
+
+@_typing.final
+class EnrollIdentityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    identity_id: _builtins.str
+    """Add the photos to this existing identity instead of creating one."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Encoded photos (JPEG or PNG), each showing exactly one face."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        images: _abc.Iterable[_builtins.bytes] | None = ...,
+        identity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_id", b"identity_id", "images", b"images", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollIdentityRequest: _TypeAlias = EnrollIdentityRequest  # noqa: Y015
+
+@_typing.final
+class EnrollIdentityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identity(self) -> Global___Identity: ...
+    def __init__(
+        self,
+        *,
+        identity: Global___Identity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollIdentityResponse: _TypeAlias = EnrollIdentityResponse  # noqa: Y015
+
+@_typing.final
+class NameIdentityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    identity_id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        identity_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_id", b"identity_id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NameIdentityRequest: _TypeAlias = NameIdentityRequest  # noqa: Y015
+
+@_typing.final
+class NameIdentityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identity(self) -> Global___Identity: ...
+    def __init__(
+        self,
+        *,
+        identity: Global___Identity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NameIdentityResponse: _TypeAlias = NameIdentityResponse  # noqa: Y015
+
+@_typing.final
+class ListIdentitiesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_ANONYMOUS_FIELD_NUMBER: _builtins.int
+    include_anonymous: _builtins.bool
+    """Include anonymous identities (default: only enrolled and named ones)."""
+    def __init__(
+        self,
+        *,
+        include_anonymous: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_anonymous", b"include_anonymous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIdentitiesRequest: _TypeAlias = ListIdentitiesRequest  # noqa: Y015
+
+@_typing.final
+class ListIdentitiesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Identity]: ...
+    def __init__(
+        self,
+        *,
+        identities: _abc.Iterable[Global___Identity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identities", b"identities"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIdentitiesResponse: _TypeAlias = ListIdentitiesResponse  # noqa: Y015
+
+@_typing.final
+class GetIdentityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    identity_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        identity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_id", b"identity_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityRequest: _TypeAlias = GetIdentityRequest  # noqa: Y015
+
+@_typing.final
+class GetIdentityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identity(self) -> Global___Identity: ...
+    def __init__(
+        self,
+        *,
+        identity: Global___Identity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityResponse: _TypeAlias = GetIdentityResponse  # noqa: Y015
+
+@_typing.final
+class ForgetIdentityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """An identity id, or a name (every identity of that name is forgotten)."""
+    def __init__(
+        self,
+        *,
+        identity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetIdentityRequest: _TypeAlias = ForgetIdentityRequest  # noqa: Y015
+
+@_typing.final
+class ForgetIdentityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORGOTTEN_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forgotten_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        forgotten_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forgotten_ids", b"forgotten_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetIdentityResponse: _TypeAlias = ForgetIdentityResponse  # noqa: Y015
+
+@_typing.final
+class Identity(_message.Message):
+    """An identity as the gallery holds it (without its embeddings)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ORIGIN_STREAM_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    identity_id: _builtins.str
+    name: _builtins.str
+    kind: _identity_pb2.IdentityKind.ValueType
+    embeddings: _builtins.int
+    source: _builtins.str
+    origin_stream: _builtins.str
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        identity_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        kind: _identity_pb2.IdentityKind.ValueType = ...,
+        embeddings: _builtins.int = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        updated: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+        origin_stream: _builtins.str = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "last_seen", b"last_seen", "updated", b"updated"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "embeddings", b"embeddings", "identity_id", b"identity_id", "kind", b"kind", "last_seen", b"last_seen", "name", b"name", "origin_stream", b"origin_stream", "source", b"source", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Identity: _TypeAlias = Identity  # noqa: Y015

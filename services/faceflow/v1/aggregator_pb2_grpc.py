@@ -55,6 +55,36 @@ class AggregatorStub(object):
                 request_serializer=faceflow_dot_v1_dot_aggregator__pb2.GetStreamRequest.SerializeToString,
                 response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.GetStreamResponse.FromString,
                 _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/faceflow.v1.Aggregator/ListStreams',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.ListStreamsRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ListStreamsResponse.FromString,
+                _registered_method=True)
+        self.EnrollIdentity = channel.unary_unary(
+                '/faceflow.v1.Aggregator/EnrollIdentity',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityResponse.FromString,
+                _registered_method=True)
+        self.NameIdentity = channel.unary_unary(
+                '/faceflow.v1.Aggregator/NameIdentity',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.NameIdentityRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.NameIdentityResponse.FromString,
+                _registered_method=True)
+        self.ListIdentities = channel.unary_unary(
+                '/faceflow.v1.Aggregator/ListIdentities',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesResponse.FromString,
+                _registered_method=True)
+        self.GetIdentity = channel.unary_unary(
+                '/faceflow.v1.Aggregator/GetIdentity',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.GetIdentityRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.GetIdentityResponse.FromString,
+                _registered_method=True)
+        self.ForgetIdentity = channel.unary_unary(
+                '/faceflow.v1.Aggregator/ForgetIdentity',
+                request_serializer=faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityRequest.SerializeToString,
+                response_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityResponse.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer(object):
@@ -62,7 +92,10 @@ class AggregatorServicer(object):
     """
 
     def Subscribe(self, request, context):
-        """Live face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1).
+        """Face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1). Starts
+        now by default, or replays from a time or from offsets. A subscriber that reads too slowly
+        loses the oldest queued events and receives a Gap saying how many.
+        INVALID_ARGUMENT for a bad filter or start position.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,7 +109,7 @@ class AggregatorServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListTracks(self, request, context):
-        """Tracks of a stream, newest first, paged.
+        """Tracks of a stream, newest first, paged. NOT_FOUND for an unknown stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +117,51 @@ class AggregatorServicer(object):
 
     def GetStream(self, request, context):
         """A stream's counters and state. NOT_FOUND for an unknown stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStreams(self, request, context):
+        """Streams this replica owns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollIdentity(self, request, context):
+        """Build an identity from photos through face_pipeline: each photo must show exactly one face.
+        INVALID_ARGUMENT names the photo that has no face or several.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NameIdentity(self, request, context):
+        """Give a name to an anonymous identity (with the embeddings it collected on camera), or rename
+        a named one. NOT_FOUND for an unknown identity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIdentities(self, request, context):
+        """The gallery: enrolled, named and (optionally) anonymous identities.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentity(self, request, context):
+        """One identity. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetIdentity(self, request, context):
+        """Erase an identity: a tombstone on faceflow.identities.v1, and it is removed from the
+        aggregators' state and from later events. NOT_FOUND for an unknown id or name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +189,36 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.GetStream,
                     request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.GetStreamRequest.FromString,
                     response_serializer=faceflow_dot_v1_dot_aggregator__pb2.GetStreamResponse.SerializeToString,
+            ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ListStreamsRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.ListStreamsResponse.SerializeToString,
+            ),
+            'EnrollIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollIdentity,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityResponse.SerializeToString,
+            ),
+            'NameIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.NameIdentity,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.NameIdentityRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.NameIdentityResponse.SerializeToString,
+            ),
+            'ListIdentities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIdentities,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesResponse.SerializeToString,
+            ),
+            'GetIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentity,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.GetIdentityRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.GetIdentityResponse.SerializeToString,
+            ),
+            'ForgetIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetIdentity,
+                    request_deserializer=faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityRequest.FromString,
+                    response_serializer=faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +330,168 @@ class Aggregator(object):
             '/faceflow.v1.Aggregator/GetStream',
             faceflow_dot_v1_dot_aggregator__pb2.GetStreamRequest.SerializeToString,
             faceflow_dot_v1_dot_aggregator__pb2.GetStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/ListStreams',
+            faceflow_dot_v1_dot_aggregator__pb2.ListStreamsRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.ListStreamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/EnrollIdentity',
+            faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.EnrollIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NameIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/NameIdentity',
+            faceflow_dot_v1_dot_aggregator__pb2.NameIdentityRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.NameIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIdentities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/ListIdentities',
+            faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.ListIdentitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/GetIdentity',
+            faceflow_dot_v1_dot_aggregator__pb2.GetIdentityRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.GetIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceflow.v1.Aggregator/ForgetIdentity',
+            faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityRequest.SerializeToString,
+            faceflow_dot_v1_dot_aggregator__pb2.ForgetIdentityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,13 +34,35 @@ class AggregatorStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AggregatorAsyncStub: ...
     Subscribe: _grpc.UnaryStreamMultiCallable[_aggregator_pb2.SubscribeRequest, _aggregator_pb2.SubscribeResponse]
-    """Live face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1)."""
+    """Face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1). Starts
+    now by default, or replays from a time or from offsets. A subscriber that reads too slowly
+    loses the oldest queued events and receives a Gap saying how many.
+    INVALID_ARGUMENT for a bad filter or start position.
+    """
     GetTrack: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.GetTrackRequest, _aggregator_pb2.GetTrackResponse]
     """One track. NOT_FOUND for an unknown stream or track."""
     ListTracks: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.ListTracksRequest, _aggregator_pb2.ListTracksResponse]
-    """Tracks of a stream, newest first, paged."""
+    """Tracks of a stream, newest first, paged. NOT_FOUND for an unknown stream."""
     GetStream: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.GetStreamRequest, _aggregator_pb2.GetStreamResponse]
     """A stream's counters and state. NOT_FOUND for an unknown stream."""
+    ListStreams: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.ListStreamsRequest, _aggregator_pb2.ListStreamsResponse]
+    """Streams this replica owns."""
+    EnrollIdentity: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.EnrollIdentityRequest, _aggregator_pb2.EnrollIdentityResponse]
+    """Build an identity from photos through face_pipeline: each photo must show exactly one face.
+    INVALID_ARGUMENT names the photo that has no face or several.
+    """
+    NameIdentity: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.NameIdentityRequest, _aggregator_pb2.NameIdentityResponse]
+    """Give a name to an anonymous identity (with the embeddings it collected on camera), or rename
+    a named one. NOT_FOUND for an unknown identity.
+    """
+    ListIdentities: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.ListIdentitiesRequest, _aggregator_pb2.ListIdentitiesResponse]
+    """The gallery: enrolled, named and (optionally) anonymous identities."""
+    GetIdentity: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.GetIdentityRequest, _aggregator_pb2.GetIdentityResponse]
+    """One identity. NOT_FOUND for an unknown id."""
+    ForgetIdentity: _grpc.UnaryUnaryMultiCallable[_aggregator_pb2.ForgetIdentityRequest, _aggregator_pb2.ForgetIdentityResponse]
+    """Erase an identity: a tombstone on faceflow.identities.v1, and it is removed from the
+    aggregators' state and from later events. NOT_FOUND for an unknown id or name.
+    """
 
 @_typing.type_check_only
 class AggregatorAsyncStub(AggregatorStub):
@@ -48,13 +70,35 @@ class AggregatorAsyncStub(AggregatorStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Subscribe: _aio.UnaryStreamMultiCallable[_aggregator_pb2.SubscribeRequest, _aggregator_pb2.SubscribeResponse]  # type: ignore[assignment]
-    """Live face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1)."""
+    """Face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1). Starts
+    now by default, or replays from a time or from offsets. A subscriber that reads too slowly
+    loses the oldest queued events and receives a Gap saying how many.
+    INVALID_ARGUMENT for a bad filter or start position.
+    """
     GetTrack: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.GetTrackRequest, _aggregator_pb2.GetTrackResponse]  # type: ignore[assignment]
     """One track. NOT_FOUND for an unknown stream or track."""
     ListTracks: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.ListTracksRequest, _aggregator_pb2.ListTracksResponse]  # type: ignore[assignment]
-    """Tracks of a stream, newest first, paged."""
+    """Tracks of a stream, newest first, paged. NOT_FOUND for an unknown stream."""
     GetStream: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.GetStreamRequest, _aggregator_pb2.GetStreamResponse]  # type: ignore[assignment]
     """A stream's counters and state. NOT_FOUND for an unknown stream."""
+    ListStreams: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.ListStreamsRequest, _aggregator_pb2.ListStreamsResponse]  # type: ignore[assignment]
+    """Streams this replica owns."""
+    EnrollIdentity: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.EnrollIdentityRequest, _aggregator_pb2.EnrollIdentityResponse]  # type: ignore[assignment]
+    """Build an identity from photos through face_pipeline: each photo must show exactly one face.
+    INVALID_ARGUMENT names the photo that has no face or several.
+    """
+    NameIdentity: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.NameIdentityRequest, _aggregator_pb2.NameIdentityResponse]  # type: ignore[assignment]
+    """Give a name to an anonymous identity (with the embeddings it collected on camera), or rename
+    a named one. NOT_FOUND for an unknown identity.
+    """
+    ListIdentities: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.ListIdentitiesRequest, _aggregator_pb2.ListIdentitiesResponse]  # type: ignore[assignment]
+    """The gallery: enrolled, named and (optionally) anonymous identities."""
+    GetIdentity: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.GetIdentityRequest, _aggregator_pb2.GetIdentityResponse]  # type: ignore[assignment]
+    """One identity. NOT_FOUND for an unknown id."""
+    ForgetIdentity: _aio.UnaryUnaryMultiCallable[_aggregator_pb2.ForgetIdentityRequest, _aggregator_pb2.ForgetIdentityResponse]  # type: ignore[assignment]
+    """Erase an identity: a tombstone on faceflow.identities.v1, and it is removed from the
+    aggregators' state and from later events. NOT_FOUND for an unknown id or name.
+    """
 
 class AggregatorServicer(metaclass=_abc_1.ABCMeta):
     """Aggregator: tracks, identities and fused per-track results."""
@@ -65,7 +109,11 @@ class AggregatorServicer(metaclass=_abc_1.ABCMeta):
         request: _aggregator_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_aggregator_pb2.SubscribeResponse], _abc.AsyncIterator[_aggregator_pb2.SubscribeResponse]]:
-        """Live face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1)."""
+        """Face events, filtered. Any replica serves any stream (it tails faceflow.faces.v1). Starts
+        now by default, or replays from a time or from offsets. A subscriber that reads too slowly
+        loses the oldest queued events and receives a Gap saying how many.
+        INVALID_ARGUMENT for a bad filter or start position.
+        """
 
     @_abc_1.abstractmethod
     def GetTrack(
@@ -81,7 +129,7 @@ class AggregatorServicer(metaclass=_abc_1.ABCMeta):
         request: _aggregator_pb2.ListTracksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.ListTracksResponse, _abc.Awaitable[_aggregator_pb2.ListTracksResponse]]:
-        """Tracks of a stream, newest first, paged."""
+        """Tracks of a stream, newest first, paged. NOT_FOUND for an unknown stream."""
 
     @_abc_1.abstractmethod
     def GetStream(
@@ -90,5 +138,59 @@ class AggregatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_aggregator_pb2.GetStreamResponse, _abc.Awaitable[_aggregator_pb2.GetStreamResponse]]:
         """A stream's counters and state. NOT_FOUND for an unknown stream."""
+
+    @_abc_1.abstractmethod
+    def ListStreams(
+        self,
+        request: _aggregator_pb2.ListStreamsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.ListStreamsResponse, _abc.Awaitable[_aggregator_pb2.ListStreamsResponse]]:
+        """Streams this replica owns."""
+
+    @_abc_1.abstractmethod
+    def EnrollIdentity(
+        self,
+        request: _aggregator_pb2.EnrollIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.EnrollIdentityResponse, _abc.Awaitable[_aggregator_pb2.EnrollIdentityResponse]]:
+        """Build an identity from photos through face_pipeline: each photo must show exactly one face.
+        INVALID_ARGUMENT names the photo that has no face or several.
+        """
+
+    @_abc_1.abstractmethod
+    def NameIdentity(
+        self,
+        request: _aggregator_pb2.NameIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.NameIdentityResponse, _abc.Awaitable[_aggregator_pb2.NameIdentityResponse]]:
+        """Give a name to an anonymous identity (with the embeddings it collected on camera), or rename
+        a named one. NOT_FOUND for an unknown identity.
+        """
+
+    @_abc_1.abstractmethod
+    def ListIdentities(
+        self,
+        request: _aggregator_pb2.ListIdentitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.ListIdentitiesResponse, _abc.Awaitable[_aggregator_pb2.ListIdentitiesResponse]]:
+        """The gallery: enrolled, named and (optionally) anonymous identities."""
+
+    @_abc_1.abstractmethod
+    def GetIdentity(
+        self,
+        request: _aggregator_pb2.GetIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.GetIdentityResponse, _abc.Awaitable[_aggregator_pb2.GetIdentityResponse]]:
+        """One identity. NOT_FOUND for an unknown id."""
+
+    @_abc_1.abstractmethod
+    def ForgetIdentity(
+        self,
+        request: _aggregator_pb2.ForgetIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_aggregator_pb2.ForgetIdentityResponse, _abc.Awaitable[_aggregator_pb2.ForgetIdentityResponse]]:
+        """Erase an identity: a tombstone on faceflow.identities.v1, and it is removed from the
+        aggregators' state and from later events. NOT_FOUND for an unknown id or name.
+        """
 
 def add_AggregatorServicer_to_server(servicer: AggregatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -67,6 +67,7 @@ class FrameAnalysis(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     END_OF_STREAM_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     seq: _builtins.int
     status: Global___FrameStatus.ValueType
@@ -76,6 +77,10 @@ class FrameAnalysis(_message.Message):
     height: _builtins.int
     end_of_stream: _builtins.bool
     """Forwarded end-of-stream marker (no faces, no image)."""
+    schedule: _builtins.str
+    """How the analyzer chose the faces to analyze: "all" (every face of every frame) or "adaptive"
+    (face-aware scheduling: see FaceAnalysis.analyzed). Empty from analyzers older than scheduling.
+    """
     @_builtins.property
     def pts(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -105,10 +110,11 @@ class FrameAnalysis(_message.Message):
         models: _abc.Iterable[_common_pb2.ModelInfo] | None = ...,
         timings: Global___AnalysisTimings | None = ...,
         end_of_stream: _builtins.bool = ...,
+        schedule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "pts", b"pts", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "end_of_stream", b"end_of_stream", "faces", b"faces", "height", b"height", "models", b"models", "pts", b"pts", "seq", b"seq", "status", b"status", "status_detail", b"status_detail", "stream_id", b"stream_id", "timings", b"timings", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "end_of_stream", b"end_of_stream", "faces", b"faces", "height", b"height", "models", b"models", "pts", b"pts", "schedule", b"schedule", "seq", b"seq", "status", b"status", "status_detail", b"status_detail", "stream_id", b"stream_id", "timings", b"timings", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -134,10 +140,21 @@ class FaceAnalysis(_message.Message):
     RACE_FIELD_NUMBER: _builtins.int
     PARSING_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    ANALYZED_FIELD_NUMBER: _builtins.int
+    RESULTS_SEQ_FIELD_NUMBER: _builtins.int
     face_index: _builtins.int
     """Index of the face within its frame (detector order)."""
     score: _builtins.float
     """Detector confidence in [0, 1]."""
+    analyzed: _builtins.bool
+    """Whether the face model and the embedder ran on this face in this frame. Unset (an analyzer
+    older than face-aware scheduling) means true. When false, only box, score and keypoints5 are
+    set, and results_seq names the frame whose analysis of the same face stands for this one.
+    """
+    results_seq: _builtins.int
+    """seq of the frame whose analysis holds this face's task results: this frame's seq when
+    analyzed; for a skipped face, the last analyzed observation of the face it overlaps.
+    """
     @_builtins.property
     def box(self) -> _common_pb2.BoundingBox: ...
     @_builtins.property
@@ -201,12 +218,16 @@ class FaceAnalysis(_message.Message):
         race: _abc.Iterable[_builtins.float] | None = ...,
         parsing: _common_pb2.ParsingMask | None = ...,
         embedding: _abc.Iterable[_builtins.float] | None = ...,
+        analyzed: _builtins.bool | None = ...,
+        results_seq: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "crop_box", b"crop_box", "head_pose", b"head_pose", "parsing", b"parsing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_analyzed", b"_analyzed", "analyzed", b"analyzed", "box", b"box", "crop_box", b"crop_box", "head_pose", b"head_pose", "parsing", b"parsing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attributes", b"attributes", "box", b"box", "crop_box", b"crop_box", "embedding", b"embedding", "face_index", b"face_index", "gender", b"gender", "head_pose", b"head_pose", "keypoints5", b"keypoints5", "landmarks68", b"landmarks68", "parsing", b"parsing", "race", b"race", "score", b"score", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_analyzed", b"_analyzed", "age", b"age", "analyzed", b"analyzed", "attributes", b"attributes", "box", b"box", "crop_box", b"crop_box", "embedding", b"embedding", "face_index", b"face_index", "gender", b"gender", "head_pose", b"head_pose", "keypoints5", b"keypoints5", "landmarks68", b"landmarks68", "parsing", b"parsing", "race", b"race", "results_seq", b"results_seq", "score", b"score", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__analyzed: _TypeAlias = _typing.Literal["analyzed"]  # noqa: Y015
+    _WhichOneofArgType__analyzed: _TypeAlias = _typing.Literal["_analyzed", b"_analyzed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__analyzed) -> _WhichOneofReturnType__analyzed | None: ...
 
 Global___FaceAnalysis: _TypeAlias = FaceAnalysis  # noqa: Y015
 
@@ -220,8 +241,13 @@ class AnalysisTimings(_message.Message):
     INFERENCE_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     ANALYZED_TIME_FIELD_NUMBER: _builtins.int
+    DETECT_FIELD_NUMBER: _builtins.int
+    ANALYZE_FIELD_NUMBER: _builtins.int
+    FACES_ANALYZED_FIELD_NUMBER: _builtins.int
     batch_size: _builtins.int
     """Number of frames in that micro-batch."""
+    faces_analyzed: _builtins.int
+    """Faces of this frame that the face model analyzed."""
     @_builtins.property
     def queue_delay(self) -> _duration_pb2.Duration:
         """Capture to the start of analysis (queueing in Kafka and the analyzer)."""
@@ -232,6 +258,14 @@ class AnalysisTimings(_message.Message):
 
     @_builtins.property
     def analyzed_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def detect(self) -> _duration_pb2.Duration:
+        """Of inference: the face detector's share (face_detect, or the whole face_pipeline call)."""
+
+    @_builtins.property
+    def analyze(self) -> _duration_pb2.Duration:
+        """Of inference: the face model and embedder's share (face_analyze; zero with face_pipeline)."""
+
     def __init__(
         self,
         *,
@@ -239,10 +273,13 @@ class AnalysisTimings(_message.Message):
         inference: _duration_pb2.Duration | None = ...,
         batch_size: _builtins.int = ...,
         analyzed_time: _timestamp_pb2.Timestamp | None = ...,
+        detect: _duration_pb2.Duration | None = ...,
+        analyze: _duration_pb2.Duration | None = ...,
+        faces_analyzed: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["analyzed_time", b"analyzed_time", "inference", b"inference", "queue_delay", b"queue_delay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analyze", b"analyze", "analyzed_time", b"analyzed_time", "detect", b"detect", "inference", b"inference", "queue_delay", b"queue_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed_time", b"analyzed_time", "batch_size", b"batch_size", "inference", b"inference", "queue_delay", b"queue_delay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyze", b"analyze", "analyzed_time", b"analyzed_time", "batch_size", b"batch_size", "detect", b"detect", "faces_analyzed", b"faces_analyzed", "inference", b"inference", "queue_delay", b"queue_delay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

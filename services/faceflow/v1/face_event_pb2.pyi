@@ -37,6 +37,12 @@ class _FaceEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaceEve
     """A track has not been seen for a while (may still come back)."""
     FACE_EVENT_TYPE_TRACK_ENDED: _FaceEventType.ValueType  # 4
     """A track ended (lost for too long, or its stream ended); fused holds its final results."""
+    FACE_EVENT_TYPE_IDENTITY_RESOLVED: _FaceEventType.ValueType  # 5
+    """A track's identity was assigned or changed (identity_id, identity_name, identity_distance)."""
+    FACE_EVENT_TYPE_STREAM_ENDED: _FaceEventType.ValueType  # 6
+    """The stream ended (its end-of-stream marker was processed; every track of it has ended).
+    seq is the marker's; no track fields are set. Nothing of this stream follows it.
+    """
 
 class FaceEventType(_FaceEventType, metaclass=_FaceEventTypeEnumTypeWrapper):
     """What a FaceEvent reports."""
@@ -50,12 +56,21 @@ FACE_EVENT_TYPE_TRACK_LOST: FaceEventType.ValueType  # 3
 """A track has not been seen for a while (may still come back)."""
 FACE_EVENT_TYPE_TRACK_ENDED: FaceEventType.ValueType  # 4
 """A track ended (lost for too long, or its stream ended); fused holds its final results."""
+FACE_EVENT_TYPE_IDENTITY_RESOLVED: FaceEventType.ValueType  # 5
+"""A track's identity was assigned or changed (identity_id, identity_name, identity_distance)."""
+FACE_EVENT_TYPE_STREAM_ENDED: FaceEventType.ValueType  # 6
+"""The stream ended (its end-of-stream marker was processed; every track of it has ended).
+seq is the marker's; no track fields are set. Nothing of this stream follows it.
+"""
 Global___FaceEventType: _TypeAlias = FaceEventType  # noqa: Y015
 
 @_typing.final
 class FaceEvent(_message.Message):
     """A face observation or a track lifecycle change on topic faceflow.faces.v1 (key = stream_id),
     and the item type of Aggregator.Subscribe.
+
+    Delivery is at least once: after an aggregator restart a consumer may see an event again.
+    (stream_id, seq, type, track_id, face_index) identifies an event; drop repeats on it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -77,6 +92,11 @@ class FaceEvent(_message.Message):
     EMBEDDING_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     TRACK_OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    ANALYZED_FIELD_NUMBER: _builtins.int
+    RESULTS_SEQ_FIELD_NUMBER: _builtins.int
+    IDENTITY_DISTANCE_FIELD_NUMBER: _builtins.int
+    BEST_SHOT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     type: Global___FaceEventType.ValueType
     stream_id: _builtins.str
     seq: _builtins.int
@@ -84,16 +104,26 @@ class FaceEvent(_message.Message):
     track_id: _builtins.str
     """Stable within a stream, also across aggregator restarts and partition hand-overs."""
     identity_id: _builtins.str
-    """Identity cluster id (same person across tracks and streams), empty if not yet assigned."""
+    """Identity id (same person across tracks and, when enabled, streams), empty if not yet
+    assigned. Anonymous identities are "anon-<hex>"; enrolled and named ones "id-<hex>".
+    """
     identity_name: _builtins.str
-    """Enrolled name of the identity, empty if unknown."""
+    """Name of the identity, empty for an anonymous identity."""
     face_index: _builtins.int
     """Index of the face within its frame (observations only)."""
     detector_score: _builtins.float
     quality: _builtins.float
-    """Face quality in [0, 1] (size, sharpness, pose, detector score), used to weight fusion."""
+    """Face quality in [0, 1] (detector score, size, pose, occlusion), used to weight fusion."""
     track_observations: _builtins.int
     """Observations in the track so far."""
+    analyzed: _builtins.bool
+    """Observations: whether the face model ran on this face in this frame (face-aware scheduling).
+    When false, raw is empty and results_seq names the frame whose analysis stands for it.
+    """
+    results_seq: _builtins.int
+    """seq of the frame whose analysis holds this face's results (this seq when analyzed)."""
+    identity_distance: _builtins.float
+    """Euclidean embedding distance of the track to its identity (0 when no identity is assigned)."""
     @_builtins.property
     def pts(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -102,11 +132,11 @@ class FaceEvent(_message.Message):
     def box(self) -> _common_pb2.BoundingBox: ...
     @_builtins.property
     def raw(self) -> Global___FaceResults:
-        """This frame's results."""
+        """This frame's results (observations that were analyzed; empty otherwise)."""
 
     @_builtins.property
     def fused(self) -> Global___FaceResults:
-        """Results fused over the track so far."""
+        """Results fused over the analyzed observations of the track so far."""
 
     @_builtins.property
     def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
@@ -114,6 +144,14 @@ class FaceEvent(_message.Message):
 
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelInfo]: ...
+    @_builtins.property
+    def best_shot(self) -> Global___BestShot:
+        """The track's best observation so far (a reference, never pixels)."""
+
+    @_builtins.property
+    def summary(self) -> Global___TrackSummary:
+        """TRACK_LOST / TRACK_ENDED: the track's summary."""
+
     def __init__(
         self,
         *,
@@ -134,10 +172,15 @@ class FaceEvent(_message.Message):
         embedding: _abc.Iterable[_builtins.float] | None = ...,
         models: _abc.Iterable[_common_pb2.ModelInfo] | None = ...,
         track_observations: _builtins.int = ...,
+        analyzed: _builtins.bool = ...,
+        results_seq: _builtins.int = ...,
+        identity_distance: _builtins.float = ...,
+        best_shot: Global___BestShot | None = ...,
+        summary: Global___TrackSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "capture_time", b"capture_time", "fused", b"fused", "pts", b"pts", "raw", b"raw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["best_shot", b"best_shot", "box", b"box", "capture_time", b"capture_time", "fused", b"fused", "pts", b"pts", "raw", b"raw", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "capture_time", b"capture_time", "detector_score", b"detector_score", "embedding", b"embedding", "face_index", b"face_index", "fused", b"fused", "identity_id", b"identity_id", "identity_name", b"identity_name", "models", b"models", "pts", b"pts", "quality", b"quality", "raw", b"raw", "seq", b"seq", "stream_id", b"stream_id", "track_id", b"track_id", "track_observations", b"track_observations", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed", b"analyzed", "best_shot", b"best_shot", "box", b"box", "capture_time", b"capture_time", "detector_score", b"detector_score", "embedding", b"embedding", "face_index", b"face_index", "fused", b"fused", "identity_distance", b"identity_distance", "identity_id", b"identity_id", "identity_name", b"identity_name", "models", b"models", "pts", b"pts", "quality", b"quality", "raw", b"raw", "results_seq", b"results_seq", "seq", b"seq", "stream_id", b"stream_id", "summary", b"summary", "track_id", b"track_id", "track_observations", b"track_observations", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +200,13 @@ class FaceResults(_message.Message):
     GENDER_FIELD_NUMBER: _builtins.int
     RACE_FIELD_NUMBER: _builtins.int
     PARSING_FIELD_NUMBER: _builtins.int
+    PARSING_AREAS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    evidence: _builtins.int
+    """Fused results: how many analyzed observations were fused (1 for a raw result)."""
+    weight: _builtins.float
+    """Fused results: the sum of their quality weights."""
     @_builtins.property
     def landmarks68(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]: ...
     @_builtins.property
@@ -179,6 +229,10 @@ class FaceResults(_message.Message):
     def parsing(self) -> _common_pb2.ParsingMask:
         """Optional parsing mask (only when requested: it is large)."""
 
+    @_builtins.property
+    def parsing_areas(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelScore]:
+        """Share of the face crop covered by each parsing class (every class, in class order)."""
+
     def __init__(
         self,
         *,
@@ -190,10 +244,13 @@ class FaceResults(_message.Message):
         gender: Global___Distribution | None = ...,
         race: Global___Distribution | None = ...,
         parsing: _common_pb2.ParsingMask | None = ...,
+        parsing_areas: _abc.Iterable[Global___LabelScore] | None = ...,
+        evidence: _builtins.int = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "gender", b"gender", "head_pose", b"head_pose", "parsing", b"parsing", "race", b"race"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attributes", b"attributes", "gender", b"gender", "head_pose", b"head_pose", "landmarks68", b"landmarks68", "occlusion", b"occlusion", "parsing", b"parsing", "race", b"race"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attributes", b"attributes", "evidence", b"evidence", "gender", b"gender", "head_pose", b"head_pose", "landmarks68", b"landmarks68", "occlusion", b"occlusion", "parsing", b"parsing", "parsing_areas", b"parsing_areas", "race", b"race", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,17 +264,23 @@ class LabelScore(_message.Message):
 
     LABEL_FIELD_NUMBER: _builtins.int
     PROBABILITY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     probability: _builtins.float
+    confidence: _builtins.float
+    """Fused results: confidence in [0, 1] that the decision (probability >= 0.5 or not) holds,
+    from the agreement of the observations and how much evidence there is. 0 for raw results.
+    """
     def __init__(
         self,
         *,
         label: _builtins.str = ...,
         probability: _builtins.float = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "probability", b"probability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "label", b"label", "probability", b"probability"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,8 +295,13 @@ class Distribution(_message.Message):
     SCORES_FIELD_NUMBER: _builtins.int
     TOP_LABEL_FIELD_NUMBER: _builtins.int
     TOP_PROBABILITY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     top_label: _builtins.str
     top_probability: _builtins.float
+    confidence: _builtins.float
+    """Fused results: confidence in [0, 1] in top_label (margin over the runner-up, scaled by the
+    evidence behind it). 0 for raw results.
+    """
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelScore]: ...
     def __init__(
@@ -242,11 +310,89 @@ class Distribution(_message.Message):
         scores: _abc.Iterable[Global___LabelScore] | None = ...,
         top_label: _builtins.str = ...,
         top_probability: _builtins.float = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["scores", b"scores", "top_label", b"top_label", "top_probability", b"top_probability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "scores", b"scores", "top_label", b"top_label", "top_probability", b"top_probability"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Distribution: _TypeAlias = Distribution  # noqa: Y015
+
+@_typing.final
+class BestShot(_message.Message):
+    """A reference to the best observation of a track: where to find the frame, never its pixels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    PTS_FIELD_NUMBER: _builtins.int
+    stream_id: _builtins.str
+    seq: _builtins.int
+    quality: _builtins.float
+    @_builtins.property
+    def box(self) -> _common_pb2.BoundingBox: ...
+    @_builtins.property
+    def pts(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        stream_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        box: _common_pb2.BoundingBox | None = ...,
+        quality: _builtins.float = ...,
+        pts: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "pts", b"pts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "pts", b"pts", "quality", b"quality", "seq", b"seq", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BestShot: _TypeAlias = BestShot  # noqa: Y015
+
+@_typing.final
+class TrackSummary(_message.Message):
+    """What a lost or ended track amounted to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    FIRST_PTS_FIELD_NUMBER: _builtins.int
+    LAST_PTS_FIELD_NUMBER: _builtins.int
+    OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    ANALYZED_OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    first_seq: _builtins.int
+    last_seq: _builtins.int
+    observations: _builtins.int
+    analyzed_observations: _builtins.int
+    end_reason: _builtins.str
+    """Why it ended: "lost" (not seen for too long), "end_of_stream", "evicted" (state bound)."""
+    @_builtins.property
+    def first_pts(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def last_pts(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        first_seq: _builtins.int = ...,
+        last_seq: _builtins.int = ...,
+        first_pts: _duration_pb2.Duration | None = ...,
+        last_pts: _duration_pb2.Duration | None = ...,
+        observations: _builtins.int = ...,
+        analyzed_observations: _builtins.int = ...,
+        end_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_pts", b"first_pts", "last_pts", b"last_pts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analyzed_observations", b"analyzed_observations", "end_reason", b"end_reason", "first_pts", b"first_pts", "first_seq", b"first_seq", "last_pts", b"last_pts", "last_seq", b"last_seq", "observations", b"observations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackSummary: _TypeAlias = TrackSummary  # noqa: Y015
