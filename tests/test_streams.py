@@ -1,12 +1,11 @@
-"""Tests for faceflow.ingest.naming."""
+"""Tests for faceflow.streams (the stream id rule every service applies)."""
 
 from __future__ import annotations
 
 import pytest
 
-from faceflow.errors import FaceflowError
-from faceflow.ingest.errors import IngestError, InvalidStreamId
-from faceflow.ingest.naming import validate_stream_id
+from faceflow.errors import FaceflowError, InvalidArgument
+from faceflow.streams import InvalidStreamId, is_valid_stream_id, validate_stream_id
 
 
 @pytest.mark.parametrize(
@@ -36,6 +35,7 @@ from faceflow.ingest.naming import validate_stream_id
 def test_validate_stream_id(
     stream_id: object, expected_error: type[Exception] | None, message_part: str | None
 ) -> None:
+    assert is_valid_stream_id(stream_id) is (expected_error is None)
     if expected_error is None:
         assert validate_stream_id(stream_id) == stream_id
         return
@@ -49,8 +49,8 @@ def test_validate_stream_id(
 def test_invalid_stream_id_is_a_value_error_under_the_package_root() -> None:
     with pytest.raises(ValueError):
         validate_stream_id("bad id")
-    assert issubclass(InvalidStreamId, IngestError)
-    assert issubclass(IngestError, FaceflowError)
+    assert issubclass(InvalidStreamId, InvalidArgument)
+    assert issubclass(InvalidArgument, FaceflowError)
 
 
 def test_long_invalid_ids_are_shortened_in_the_message() -> None:

@@ -16,7 +16,8 @@ from faceflow.ingest.config import (
     parse_source_flag,
     uri_is_live,
 )
-from faceflow.ingest.errors import IngestConfigError, InvalidStreamId
+from faceflow.ingest.errors import IngestConfigError
+from faceflow.streams import InvalidStreamId
 from faceflow.v1 import ingest_pb2
 
 

@@ -9,13 +9,14 @@ import pytest
 from support_ingest import astronaut_jpeg, wait_until
 
 from faceflow.ingest.config import IngestConfig, SourceConfig
-from faceflow.ingest.errors import InvalidStreamId, SourceNotFound
+from faceflow.ingest.errors import SourceNotFound
 from faceflow.ingest.metrics import DropCause
 from faceflow.ingest.producer import InMemoryFrameSink
 from faceflow.ingest.push import PushTooLarge, StreamBusy
 from faceflow.ingest.runner import SourceState
 from faceflow.ingest.service import IngestService, ServiceStopping, SourceExists, UnknownSource
 from faceflow.ingest.sources import FrameSource, InMemorySource
+from faceflow.streams import InvalidStreamId
 from faceflow.v1 import ingest_pb2
 
 PIXELS = np.full((24, 32, 3), 200, np.uint8)

@@ -26,8 +26,8 @@ from faceflow.ingest.sources import (
     VideoSource,
     classify_av_error,
     open_source,
-    redact_uri,
 )
+from faceflow.ingest.uris import redact_uri
 
 
 def drain(source: FrameSource) -> list:

@@ -9,12 +9,8 @@ endpoint, stops its sources, sends what is queued within ``--grace-s`` seconds a
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -101,56 +97,70 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
     return replace(config, sources=tuple(sources))
 
 
+class _IngestProcess:
+    """The ingest service and its gRPC server as one :class:`~faceflow.service.main.Runnable`."""
+
+    def __init__(self, config: IngestConfig) -> None:
+        from faceflow.ingest.grpc_server import IngestServer  # noqa: PLC0415 - fast --help
+        from faceflow.ingest.service import IngestService  # noqa: PLC0415
+
+        self.config = config
+        self.service = IngestService(config)
+        self.server = IngestServer(
+            self.service, config.grpc_host, config.grpc_port, workers=config.grpc_workers
+        )
+
+    def start(self) -> None:
+        self.service.start()
+        try:
+            self.server.start()
+        except Exception:
+            self.service.stop(0)
+            raise
+
+    def stop(self, grace_s: float) -> None:
+        stopped = self.server.stop(grace_s)
+        self.service.stop(grace_s)
+        stopped.wait(grace_s)
+
+    def failure(self) -> BaseException | None:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
-    from faceflow.ingest.grpc_server import IngestServer  # noqa: PLC0415 - fast --help
-    from faceflow.ingest.runner import SourceState  # noqa: PLC0415
-    from faceflow.ingest.service import IngestService  # noqa: PLC0415
+    from faceflow.ingest.runner import SourceState  # noqa: PLC0415 - fast --help
+    from faceflow.service.main import run_service  # noqa: PLC0415
 
     config = config_from_args(args)
-    stop = threading.Event()
-    received: list[str] = []
+    process = _IngestProcess(config)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    service = IngestService(config)
-    try:
-        service.start()
-        server = IngestServer(service, config.grpc_host, config.grpc_port, workers=config.grpc_workers)
-        try:
-            port = server.start()
-        except Exception:
-            service.stop(0)
-            raise
+    def started() -> None:
         print(  # noqa: T201 - the CLI's user-facing output
             f"faceflow ingest: {len(config.sources)} sources -> {config.topic} at {config.kafka_bootstrap}; "
-            f"gRPC {config.grpc_host}:{port}; metrics http://{config.metrics_host}:{service.metrics_port}/metrics",
+            f"gRPC {config.grpc_host}:{process.server.port}; "
+            f"metrics http://{config.metrics_host}:{process.service.metrics_port}/metrics",
             flush=True,
         )
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        while not stop.wait(0.2):
-            if args.until_done and service.wait_sources(0):
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        why = (
-            f"on {received[0]}" if received else "all sources done" if args.until_done else "duration reached"
-        )
+
+    def stopping(why: str) -> None:
+        why = "all sources done" if why == "done" else "duration reached" if why == "duration" else why
         print(f"faceflow ingest: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
-        stopped = server.stop(config.grace_s)
-        service.stop(config.grace_s)
-        stopped.wait(config.grace_s)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    code = run_service(
+        process,
+        name="ingest",
+        grace_s=config.grace_s,
+        duration_s=args.duration,
+        until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
+        on_started=started,
+        on_stopping=stopping,
+    )
     failed = 0
-    for s in service.list_sources():
+    for s in process.service.list_sources():
         failed += s.state is SourceState.FAILED
         error = f" ({s.last_error})" if s.last_error and s.state is SourceState.FAILED else ""
         print(  # noqa: T201
             f"  {s.spec.stream_id}: {s.state}, {s.frames_produced} produced, {s.frames_dropped} dropped, "
             f"{s.reconnects} reconnects{error}"
         )
-    return 1 if failed and args.until_done else 0
+    return code or (1 if failed and args.until_done else 0)

@@ -13,26 +13,24 @@ A :class:`SourceConfig` is one source with every sampling setting resolved; it i
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from faceflow.ingest.backpressure import QueuePolicy
 from faceflow.ingest.checks import check_int, check_number
 from faceflow.ingest.errors import IngestConfigError
-from faceflow.ingest.naming import validate_stream_id
-from faceflow.ingest.sources import URL_SCHEMES, redact_uri
+from faceflow.ingest.sources_file import load_sources_file
+from faceflow.ingest.uris import URL_SCHEMES, redact_uri
+from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV, ConfigMixin, load_env
+from faceflow.streams import validate_stream_id
 from faceflow.topics import FRAMES, FRAMES_MAX_MESSAGE_BYTES
 from faceflow.v1 import ingest_pb2
 
 ENV_PREFIX = "FACEFLOW_INGEST_"
-KAFKA_BOOTSTRAP_ENV = "FACEFLOW_KAFKA_BOOTSTRAP"
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -94,7 +92,7 @@ class SourceConfig:
     """One source to pull, with its sampling settings resolved.
 
     Attributes:
-        stream_id: the Kafka key of its frames (see :mod:`faceflow.ingest.naming`).
+        stream_id: the Kafka key of its frames (see :mod:`faceflow.streams`).
         uri: a video file, a folder of images, or an RTSP / HTTP(S) / HLS ... URL.
         target_fps: frames per second to keep, by timestamp; 0 keeps every frame.
         max_side: longest side in pixels after resizing; None keeps the size.
@@ -160,7 +158,7 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class IngestConfig:
+class IngestConfig(ConfigMixin):
     """Everything ``faceflow ingest`` needs, validated on construction.
 
     See ``docs/ingest.md`` for the table of settings; each field is also the variable
@@ -177,7 +175,7 @@ class IngestConfig:
     metrics_port: int = 9464
     # Defaults of every source (a source may override them).
     target_fps: float = 5.0
-    max_side: int | None = 1280
+    max_side: int | None = field(default=1280, metadata={"zero_is_none": True})
     jpeg_quality: int = 85
     folder_fps: float = 1.0
     # Backpressure between decoding and the producer.
@@ -289,10 +287,6 @@ class IngestConfig:
             return QueuePolicy.DROP_OLDEST if live else QueuePolicy.BLOCK
         return QueuePolicy(self.queue_policy.value)
 
-    def with_overrides(self, **overrides: Any) -> IngestConfig:
-        """A copy with the overrides that are not None applied (and validated)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
     def describe(self) -> dict[str, str]:
         """Every setting as text, for the start-up log (URL passwords redacted)."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name != "sources"}
@@ -310,77 +304,18 @@ class IngestConfig:
             IngestConfigError: a variable cannot be parsed or a value is out of range.
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values = load_env(cls, env, prefix=ENV_PREFIX, skip=("kafka_bootstrap",), error=IngestConfigError)
         bootstrap = env.get(KAFKA_BOOTSTRAP_ENV)
         if bootstrap:
             values["kafka_bootstrap"] = bootstrap
-        for f in fields(cls):
-            if f.name in ("kafka_bootstrap", "sources"):
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or raw.strip() == "":
-                continue
-            values[f.name] = _parse_env(ENV_PREFIX + f.name.upper(), raw.strip(), f.name)
         config = cls(**values)
         sources: list[SourceConfig] = []
         for pair in env.get(ENV_PREFIX + "SOURCES", "").split():
             sources.append(config.source(*parse_source_flag(pair)))
         sources_file = env.get(ENV_PREFIX + "SOURCES_FILE")
         if sources_file:
-            from faceflow.ingest.sources_file import load_sources_file  # noqa: PLC0415 - avoid a cycle
-
             sources.extend(load_sources_file(Path(sources_file), config))
         return config.with_overrides(sources=tuple(sources)) if sources else config
-
-
-_INT_FIELDS = {
-    "grpc_port",
-    "grpc_workers",
-    "metrics_port",
-    "jpeg_quality",
-    "queue_size",
-    "max_in_flight_bytes",
-    "linger_ms",
-    "max_reconnect_attempts",
-    "max_finished_sources",
-    "max_push_streams",
-}
-_FLOAT_FIELDS = {
-    "target_fps",
-    "folder_fps",
-    "block_timeout_s",
-    "broker_timeout_s",
-    "produce_block_s",
-    "delivery_timeout_s",
-    "open_timeout_s",
-    "read_timeout_s",
-    "reconnect_initial_s",
-    "reconnect_max_s",
-    "grace_s",
-    "drop_log_interval_s",
-}
-
-
-def _parse_env(variable: str, raw: str, name: str) -> Any:
-    if name == "max_side":
-        value = _parse_number(variable, raw, int)
-        return None if value == 0 else value
-    if name in _INT_FIELDS:
-        return _parse_number(variable, raw, int)
-    if name in _FLOAT_FIELDS:
-        return _parse_number(variable, raw, float)
-    return raw
-
-
-def _parse_number(variable: str, raw: str, kind: type[int] | type[float]) -> int | float:
-    try:
-        value = kind(raw)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise IngestConfigError(f"{variable}: expected {what}, got {raw!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise IngestConfigError(f"{variable}: expected a finite number, got {raw!r}")
-    return value
 
 
 def parse_source_flag(text: str) -> tuple[str, str]:

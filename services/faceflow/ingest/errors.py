@@ -8,19 +8,18 @@ retrying (:class:`SourceDisconnected`) and giving up (:class:`SourceNotFound`,
 
 from __future__ import annotations
 
-from faceflow.errors import ConfigError, FaceflowError
+from faceflow.errors import ConfigError, FaceflowError, InvalidArgument, NotFound
 
 
 class IngestError(FaceflowError):
     """Root of every exception the ingest service raises on purpose."""
 
 
-class IngestConfigError(IngestError, ConfigError, ValueError):
-    """An ingest setting (target fps, queue size, JPEG quality, ...) is invalid."""
+class IngestConfigError(IngestError, ConfigError, InvalidArgument):
+    """An ingest setting (target fps, queue size, JPEG quality, ...) is invalid.
 
-
-class InvalidStreamId(IngestError, ValueError):  # noqa: N818 (name from the design brief)
-    """A stream id breaks the naming rule (see :func:`faceflow.ingest.naming.validate_stream_id`)."""
+    At start-up it stops the service; in a request (``StartSource``) it is ``INVALID_ARGUMENT``.
+    """
 
 
 class InvalidFrame(IngestError, ValueError):  # noqa: N818
@@ -49,7 +48,7 @@ class SourceError(IngestError):
         self.reason = reason
 
 
-class SourceNotFound(SourceError):  # noqa: N818
+class SourceNotFound(SourceError, NotFound):  # noqa: N818
     """The file, folder or URL does not exist (missing path, HTTP 404, unknown RTSP path)."""
 
 

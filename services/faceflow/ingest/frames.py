@@ -16,8 +16,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from faceflow.ingest.errors import InvalidFrame, InvalidStreamId
-from faceflow.ingest.naming import validate_stream_id
+from faceflow.ingest.errors import InvalidFrame
+from faceflow.streams import InvalidStreamId, validate_stream_id
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -64,7 +64,7 @@ class DecodedFrame:
     """One decoded picture from a source.
 
     Attributes:
-        stream_id: the stream it belongs to (see :mod:`faceflow.ingest.naming`).
+        stream_id: the stream it belongs to (see :mod:`faceflow.streams`).
         pts_s: media time in seconds, from the container's timestamps (not wall clock); may jump or
             go backwards when a live source reconnects.
         capture_time_ns: wall clock (``time.time_ns()``) when the frame was decoded.

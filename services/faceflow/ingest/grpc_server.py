@@ -1,6 +1,7 @@
-"""The gRPC adapter of ingest: ``faceflow.v1.Ingest``, ``grpc.health.v1`` and server reflection.
+"""The gRPC adapter of ingest: ``faceflow.v1.Ingest`` on the shared scaffold.
 
-Status codes (STYLE.md #9), one meaning each:
+Health, reflection, graceful stop and the mapping from errors to status codes come from
+:mod:`faceflow.service.grpc_server`; the codes ingest answers with, one meaning each:
 
 ==================== =========================================================================
 INVALID_ARGUMENT     a stream id that breaks the naming rule; a bad ``SourceSpec`` (fps < 0,
@@ -21,19 +22,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent import futures
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from faceflow.ingest.config import SourceConfig
-from faceflow.ingest.errors import IngestConfigError, IngestError, InvalidStreamId, SourceNotFound
-from faceflow.ingest.push import BrokerUnavailable, PushTooLarge, StreamBusy
+from faceflow.ingest.errors import IngestConfigError
 from faceflow.ingest.runner import SourceSnapshot, SourceState
-from faceflow.ingest.service import IngestService, ServiceStopping, SourceExists, UnknownSource
-from faceflow.kafka.headers import TRACEPARENT, TraceParent
+from faceflow.ingest.service import IngestService
+from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding, trace_parent_of
 from faceflow.topics import FRAMES_MAX_MESSAGE_BYTES
 from faceflow.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -43,18 +38,6 @@ SERVICE_NAME: str = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
 #: The largest request the server reads: a frame at the topic's limit plus its envelope.
 MAX_RECEIVE_BYTES = FRAMES_MAX_MESSAGE_BYTES
 
-_CODES: tuple[tuple[type[IngestError], grpc.StatusCode], ...] = (
-    (InvalidStreamId, grpc.StatusCode.INVALID_ARGUMENT),
-    (IngestConfigError, grpc.StatusCode.INVALID_ARGUMENT),
-    (UnknownSource, grpc.StatusCode.NOT_FOUND),
-    (SourceNotFound, grpc.StatusCode.NOT_FOUND),
-    (SourceExists, grpc.StatusCode.ALREADY_EXISTS),
-    (StreamBusy, grpc.StatusCode.ALREADY_EXISTS),
-    (PushTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (BrokerUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (ServiceStopping, grpc.StatusCode.UNAVAILABLE),
-)
-
 _STATES = {
     SourceState.STARTING: ingest_pb2.SOURCE_STATE_STARTING,
     SourceState.RUNNING: ingest_pb2.SOURCE_STATE_RUNNING,
@@ -63,14 +46,6 @@ _STATES = {
     SourceState.FAILED: ingest_pb2.SOURCE_STATE_FAILED,
     SourceState.STOPPED: ingest_pb2.SOURCE_STATE_STOPPED,
 }
-
-
-def status_code_for(exc: IngestError) -> grpc.StatusCode:
-    """The status code of a refused request (``INTERNAL`` for an error without a mapping)."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
@@ -87,56 +62,27 @@ def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
     )
 
 
-def _trace_of(context: Any) -> TraceParent | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == TRACEPARENT:
-            try:
-                return TraceParent.parse(value)
-            except ValueError:
-                logger.info("ignoring a malformed traceparent from the client: %r", value)
-    return None
-
-
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
-    """``faceflow.v1.Ingest`` over an :class:`IngestService`."""
+    """``faceflow.v1.Ingest`` over an :class:`IngestService` (errors map to codes in the scaffold)."""
 
     def __init__(self, service: IngestService) -> None:
         self.service = service
 
-    def _refuse(self, context: Any, method: str, exc: IngestError) -> None:
-        code = status_code_for(exc)
-        logger.info("%s refused with %s: %s", method, code.name, exc)
-        context.abort(code, str(exc))
-
     def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:  # noqa: N802
-        try:
-            return self.service.push(request_iterator, trace=_trace_of(context))
-        except IngestError as exc:
-            self._refuse(context, "PushFrames", exc)
-            raise  # not reached: abort raises
+        return self.service.push(request_iterator, trace=trace_parent_of(context))
 
     def StartSource(  # noqa: N802
         self, request: ingest_pb2.StartSourceRequest, context: Any
     ) -> ingest_pb2.StartSourceResponse:
-        try:
-            if not request.HasField("spec"):
-                raise IngestConfigError("spec: expected a SourceSpec, got none")
-            spec = SourceConfig.from_proto(request.spec, self.service.config)
-            snapshot = self.service.start_source(spec)
-        except IngestError as exc:
-            self._refuse(context, "StartSource", exc)
-            raise
-        return ingest_pb2.StartSourceResponse(status=to_status(snapshot))
+        if not request.HasField("spec"):
+            raise IngestConfigError("spec: expected a SourceSpec, got none")
+        spec = SourceConfig.from_proto(request.spec, self.service.config)
+        return ingest_pb2.StartSourceResponse(status=to_status(self.service.start_source(spec)))
 
     def StopSource(  # noqa: N802
         self, request: ingest_pb2.StopSourceRequest, context: Any
     ) -> ingest_pb2.StopSourceResponse:
-        try:
-            snapshot = self.service.stop_source(request.stream_id)
-        except IngestError as exc:
-            self._refuse(context, "StopSource", exc)
-            raise
-        return ingest_pb2.StopSourceResponse(status=to_status(snapshot))
+        return ingest_pb2.StopSourceResponse(status=to_status(self.service.stop_source(request.stream_id)))
 
     def ListSources(  # noqa: N802
         self, request: ingest_pb2.ListSourcesRequest, context: Any
@@ -155,44 +101,33 @@ class IngestServer:
 
     def __init__(self, service: IngestService, host: str, port: int, *, workers: int = 16) -> None:
         self.service = service
-        self.host = host
-        self.port = port
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-grpc"),
-            options=[
-                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        self.server = GrpcServer(
+            "ingest",
+            ServerSettings(host=host, port=port, workers=workers, max_receive_bytes=MAX_RECEIVE_BYTES),
+            [
+                ServiceBinding(
+                    SERVICE_NAME, ingest_pb2_grpc.add_IngestServicer_to_server, IngestServicer(service)
+                )
             ],
+            metrics=service.metrics.base,
         )
-        ingest_pb2_grpc.add_IngestServicer_to_server(IngestServicer(service), self._server)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def health(self) -> Any:
+        return self.server.health
 
     def start(self) -> int:
         """Listen and serve; return the bound port.
 
         Raises:
-            IngestError: the address cannot be bound (port taken).
+            ServiceStartError: the address cannot be bound (port taken).
         """
-        address = f"{self.host}:{self.port}"
-        try:
-            bound = self._server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise IngestError(f"cannot listen for gRPC on {address}: {exc} (port taken?)") from exc
-        if not bound:
-            raise IngestError(f"cannot listen for gRPC on {address} (port taken?)")
-        self.port = int(bound)
-        self._server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("gRPC %s on %s:%d (health, reflection)", SERVICE_NAME, self.host, bound)
-        return self.port
+        return self.server.start()
 
     def stop(self, grace_s: float) -> threading.Event:
         """Report NOT_SERVING, refuse new RPCs, give running ones ``grace_s``; returns when done."""
-        self.health.enter_graceful_shutdown()
-        event: threading.Event = self._server.stop(grace_s)
-        return event
+        return self.server.stop(grace_s)

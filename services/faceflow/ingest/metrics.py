@@ -1,7 +1,10 @@
 """Ingest metrics (OpenTelemetry SDK, exported for Prometheus) and the periodic drop log.
 
-Each :class:`IngestMetrics` has its own ``MeterProvider`` and Prometheus registry (so two services
-in one process, as in tests, never mix their numbers) and serves ``/metrics`` on a port:
+Each :class:`IngestMetrics` has its own :class:`~faceflow.service.metrics.ServiceMetrics` (meter
+provider and Prometheus registry, so two services in one process never mix their numbers) and
+serves ``/metrics`` on a port. ``stream_id`` label values come from clients (pushed streams), so
+they pass a :class:`~faceflow.service.metrics.LabelBudget`: beyond the first 256 distinct streams
+new ones are labelled ``_other``. The in-process drop tallies are bounded the same way.
 
 ========================================== ========= ==========================================
 Prometheus name                            type      labels
@@ -31,17 +34,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+from faceflow.service.metrics import BoundedCounter, ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
-#: Produce latency buckets, seconds: from a fast local ack to a broker that has stalled.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Streams whose drop-log state is kept (pushed stream ids come from clients: bound them).
 MAX_DROP_LOG_STREAMS = 4096
 
@@ -87,18 +85,11 @@ class IngestMetrics:
         drop_log_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self._reader = PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
-        latency_view = View(
-            instrument_name="faceflow.ingest.produce.latency",
-            aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS),
-        )
-        self._provider = MeterProvider(
-            metric_readers=[self._reader],
-            resource=Resource.create({"service.name": "faceflow-ingest"}),
-            views=[latency_view],
-        )
-        meter = self._provider.get_meter("faceflow.ingest")
+        self.base = ServiceMetrics("faceflow-ingest", histograms=["faceflow.ingest.produce.latency"])
+        self.registry = self.base.registry
+        meter = self.base.meter
+        label = self.base.stream_label
+        self._label = label
         self._gauges = gauges
         self._frames_in = meter.create_counter(
             "faceflow.ingest.frames.in", description="Frames decoded or pushed, before sampling"
@@ -130,32 +121,32 @@ class IngestMetrics:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, Counter[str]] = OrderedDict()
         self._last_log: dict[str, float] = {}
-        self._totals: Counter[tuple[str, str]] = Counter()
-        self._server: object | None = None
-        self._server_thread: threading.Thread | None = None
+        self._totals = BoundedCounter(MAX_DROP_LOG_STREAMS * len(DropCause))
+        self._stream_totals = BoundedCounter(MAX_DROP_LOG_STREAMS)
 
     def set_gauge_source(self, gauges: GaugeSource) -> None:
         self._gauges = gauges
 
     # -- recording ----------------------------------------------------------------------------
     def frame_in(self, stream_id: str, count: int = 1) -> None:
-        self._frames_in.add(count, {"stream_id": stream_id})
+        self._frames_in.add(count, {"stream_id": self._label(stream_id)})
 
     def produced(self, stream_id: str, latency_s: float) -> None:
-        attributes = {"stream_id": stream_id}
+        attributes = {"stream_id": self._label(stream_id)}
         self._produced.add(1, attributes)
         self._latency.record(max(0.0, latency_s), attributes)
 
     def reconnect(self, stream_id: str) -> None:
-        self._reconnects.add(1, {"stream_id": stream_id})
+        self._reconnects.add(1, {"stream_id": self._label(stream_id)})
 
     def drop(self, stream_id: str, cause: DropCause, count: int = 1) -> None:
         """Count ``count`` dropped frames and log a summary when the interval has passed."""
-        self._dropped.add(count, {"stream_id": stream_id, "reason": cause.value})
+        self._dropped.add(count, {"stream_id": self._label(stream_id), "reason": cause.value})
         now = self._clock()
         summary: tuple[Counter[str], int, float | None] | None = None
         with self._lock:
-            self._totals[stream_id, cause.value] += count
+            self._totals.add((stream_id, cause.value), count)
+            self._stream_totals.add(stream_id, count)
             pending = self._pending.setdefault(stream_id, Counter())
             self._pending.move_to_end(stream_id)
             pending[cause.value] += count
@@ -187,13 +178,12 @@ class IngestMetrics:
 
     def dropped_total(self, stream_id: str, cause: DropCause | None = None) -> int:
         """Frames of ``stream_id`` dropped so far (for ``cause`` only, if given)."""
-        with self._lock:
-            if cause is not None:
-                return self._totals[stream_id, cause.value]
-            return self._stream_total(stream_id)
+        if cause is not None:
+            return self._totals.get((stream_id, cause.value))
+        return self._stream_totals.get(stream_id)
 
     def _stream_total(self, stream_id: str) -> int:
-        return sum(n for (s, _), n in self._totals.items() if s == stream_id)
+        return self._stream_totals.get(stream_id)
 
     @staticmethod
     def _log(stream_id: str, counts: Counter[str], total: int, span_s: float | None) -> None:
@@ -219,31 +209,23 @@ class IngestMetrics:
             return []
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(r.queue_depth, {"stream_id": r.stream_id}) for r in self._readings()]
+        return [Observation(r.queue_depth, {"stream_id": self._label(r.stream_id)}) for r in self._readings()]
 
     def _observe_fps(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(round(r.decode_fps, 3), {"stream_id": r.stream_id}) for r in self._readings()]
+        readings = self._readings()
+        return [
+            Observation(round(r.decode_fps, 3), {"stream_id": self._label(r.stream_id)}) for r in readings
+        ]
 
     # -- exposition ---------------------------------------------------------------------------
     def render(self) -> str:
         """The Prometheus text exposition, as ``/metrics`` serves it."""
-        return generate_latest(self.registry).decode()
+        return self.base.render()
 
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port); return the port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server, self._server_thread = server, thread
-        bound = int(server.server_address[1])
-        logger.info("metrics on http://%s:%d/metrics", host, bound)
-        return bound
+        return self.base.serve(host, port)
 
     def shutdown(self) -> None:
         """Stop the HTTP server and the meter provider; idempotent."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
-        if self._server_thread is not None:
-            self._server_thread.join(5)
-            self._server_thread = None
-        self._provider.shutdown()
+        self.base.shutdown()

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from faceflow.errors import AlreadyExists, ResourceExhausted, Unavailable
 from faceflow.ingest.encode import EncodeSettings, bound_size, fit_under
 from faceflow.ingest.errors import FrameTooLarge, IngestError
 from faceflow.ingest.frames import JPEG, EncodedFrame
@@ -51,15 +52,15 @@ class NotAnImage(IngestError):  # noqa: N818
     """Pushed bytes are not a JPEG or PNG picture."""
 
 
-class PushTooLarge(IngestError):  # noqa: N818
+class PushTooLarge(IngestError, ResourceExhausted):  # noqa: N818
     """A pushed image is over the payload limit: the call is refused (``RESOURCE_EXHAUSTED``)."""
 
 
-class StreamBusy(IngestError):  # noqa: N818
+class StreamBusy(IngestError, AlreadyExists):  # noqa: N818
     """The stream id belongs to a running pulled source (``ALREADY_EXISTS``)."""
 
 
-class BrokerUnavailable(IngestError):  # noqa: N818
+class BrokerUnavailable(IngestError, Unavailable):  # noqa: N818
     """The broker cannot be reached (``UNAVAILABLE``)."""
 
 

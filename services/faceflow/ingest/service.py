@@ -28,12 +28,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from faceflow.errors import AlreadyExists, NotFound, Unavailable
 from faceflow.ingest.config import IngestConfig, SeqStart, SourceConfig
 from faceflow.ingest.encode import EncodeSettings
 from faceflow.ingest.errors import FrameTooLarge, IngestError, SourceNotFound
 from faceflow.ingest.frames import EncodedFrame
 from faceflow.ingest.metrics import DropCause, GaugeReading, IngestMetrics
-from faceflow.ingest.naming import validate_stream_id
 from faceflow.ingest.producer import Delivery, FrameSink, KafkaFrameSink, SinkRefused
 from faceflow.ingest.push import (
     BrokerUnavailable,
@@ -48,6 +48,7 @@ from faceflow.ingest.push import (
 from faceflow.ingest.reconnect import SeqCounter
 from faceflow.ingest.runner import Opener, SourceRunner, SourceSnapshot
 from faceflow.kafka.headers import TraceParent
+from faceflow.streams import validate_stream_id
 from faceflow.v1 import ingest_pb2
 
 logger = logging.getLogger(__name__)
@@ -55,15 +56,15 @@ logger = logging.getLogger(__name__)
 PUSH_SOURCE_URI = "grpc:push"
 
 
-class SourceExists(IngestError):  # noqa: N818
+class SourceExists(IngestError, AlreadyExists):  # noqa: N818
     """A running source already has this stream id (``ALREADY_EXISTS``)."""
 
 
-class UnknownSource(IngestError):  # noqa: N818
+class UnknownSource(IngestError, NotFound):  # noqa: N818
     """No source has this stream id (``NOT_FOUND``)."""
 
 
-class ServiceStopping(IngestError):  # noqa: N818
+class ServiceStopping(IngestError, Unavailable):  # noqa: N818
     """The service is shutting down (``UNAVAILABLE``)."""
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import av.error
@@ -42,12 +42,12 @@ from faceflow.ingest.errors import (
     SourceUndecodable,
 )
 from faceflow.ingest.frames import DecodedFrame, RGBImage, check_rgb
-from faceflow.ingest.naming import validate_stream_id
+from faceflow.ingest.uris import URL_SCHEMES, redact_uri
+from faceflow.streams import validate_stream_id
 
 logger = logging.getLogger(__name__)
 
 #: URL schemes that :func:`open_source` hands to FFmpeg; all are live unless told otherwise.
-URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 10.0
 
@@ -80,19 +80,6 @@ class FrameSource(Protocol):
     def close(self) -> None:
         """Release the source; idempotent. Iteration after ``close()`` stops."""
         ...
-
-
-def redact_uri(uri: str) -> str:
-    """Return ``uri`` with the password of its user-info part replaced by ``***``."""
-    if "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class _SourceBase:

@@ -25,18 +25,44 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
-from faceflow.ingest.config import IngestConfig, SourceConfig
 from faceflow.ingest.errors import IngestConfigError, IngestError
+from faceflow.streams import InvalidStreamId
+
+
+class _Source(Protocol):
+    @property
+    def stream_id(self) -> str: ...
+
+
+SourceT = TypeVar("SourceT", bound=_Source)
+SourceT_co = TypeVar("SourceT_co", bound=_Source, covariant=True)
+
+
+class SourceDefaults(Protocol[SourceT_co]):
+    """What resolves a file entry against the service defaults (``IngestConfig.source``)."""
+
+    def source(
+        self,
+        stream_id: str,
+        uri: str,
+        *,
+        target_fps: float | None = ...,
+        max_side: int | None = ...,
+        jpeg_quality: int | None = ...,
+        folder_fps: float | None = ...,
+        live: bool | None = ...,
+    ) -> SourceT_co: ...
+
 
 _KEYS = {"stream_id", "uri", "fps", "max_side", "jpeg_quality", "folder_fps", "live"}
 _DEFAULT_KEYS = _KEYS - {"stream_id", "uri", "live"}
 
 
-def load_sources_file(path: Path, defaults: IngestConfig) -> list[SourceConfig]:
+def load_sources_file(path: Path, defaults: SourceDefaults[SourceT]) -> list[SourceT]:
     """Read the sources of ``path``, resolved against ``defaults``.
 
     Raises:
@@ -55,8 +81,8 @@ def load_sources_file(path: Path, defaults: IngestConfig) -> list[SourceConfig]:
 
 
 def parse_sources(
-    document: object, defaults: IngestConfig, *, origin: str = "sources", base: Path | None = None
-) -> list[SourceConfig]:
+    document: object, defaults: SourceDefaults[SourceT], *, origin: str = "sources", base: Path | None = None
+) -> list[SourceT]:
     """The sources of an already-parsed YAML document (see the module docstring)."""
     if not isinstance(document, Mapping):
         raise IngestConfigError(
@@ -73,7 +99,7 @@ def parse_sources(
     entries = document.get("sources")
     if not isinstance(entries, list) or not entries:
         raise IngestConfigError(f"{origin}: sources: expected a non-empty list, got {entries!r}")
-    out: list[SourceConfig] = []
+    out: list[SourceT] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"{origin}: sources[{index}]"
@@ -95,7 +121,7 @@ def parse_sources(
                 folder_fps=_number(merged.get("folder_fps")),
                 live=merged.get("live"),
             )
-        except IngestError as exc:
+        except (IngestError, InvalidStreamId) as exc:
             raise IngestConfigError(f"{where}: {exc}") from exc
         if source.stream_id in seen:
             raise IngestConfigError(f"{where}: stream id {source.stream_id!r} appears twice")

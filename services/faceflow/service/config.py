@@ -1,0 +1,179 @@
+"""One config loader for every service (STYLE.md #4): defaults, then a file, then the environment
+with a per-service prefix, then flags.
+
+A service's config is a frozen ``kw_only`` dataclass that validates itself on construction. This
+module reads its fields by their declared types, so no service re-types a list of "int fields":
+
+* ``load_env(cls, env, prefix=...)`` reads ``<PREFIX><FIELD>`` (upper case) for every field, e.g.
+  ``FACEFLOW_ANALYZER_MAX_BATCH_FRAMES``; an empty variable means "the default";
+* ``load_file(path)`` reads a YAML mapping of field names (``--config FILE``);
+* :class:`ConfigMixin` gives every config ``with_overrides`` (flags: None means "not given") and
+  ``describe`` (the resolved config for the start-up log, secrets redacted).
+
+Types understood: ``str``, ``int``, ``float``, ``bool`` (true/false/1/0/yes/no/on/off), ``Path``,
+``Enum`` subclasses (by value), and ``X | None`` of those (``""`` and ``none`` mean None; for an
+``int | None`` field marked ``zero_is_none`` in its metadata, ``0`` means None too). Fields of
+other types (tuples of sources, ...) are skipped: their service reads them itself. Errors say the
+variable, what was expected and what was found: ``FACEFLOW_INGEST_GRPC_PORT: expected an integer,
+got 'http'``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import Field, fields, replace
+from pathlib import Path
+from typing import Any, Self
+
+from faceflow.errors import ConfigError
+
+#: Mesh-wide variables (not prefixed): every service reads them.
+KAFKA_BOOTSTRAP_ENV = "FACEFLOW_KAFKA_BOOTSTRAP"
+TRITON_URL_ENV = "FACEFLOW_TRITON_URL"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TRITON_URL = "127.0.0.1:8001"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+#: Field names whose values never appear in logs.
+SECRET_FIELDS = frozenset({"auth_token", "sasl_password", "password"})
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(kind)) == 2:
+            return args[0], True
+    return kind, False
+
+
+def parse_value(variable: str, raw: str, kind: Any, *, zero_is_none: bool = False, error: type[ConfigError]
+                = ConfigError) -> Any:  # fmt: skip
+    """Parse the text ``raw`` of ``variable`` as ``kind`` (see the module docstring).
+
+    Raises:
+        ConfigError (or ``error``): "<variable>: expected <what>, got <raw>".
+    """
+    inner, optional = _unwrap_optional(kind)
+    text = raw.strip()
+    if optional and text.lower() in ("", "none", "null"):
+        return None
+    if inner is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise error(f"{variable}: expected true or false, got {raw!r}")
+    if inner is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise error(f"{variable}: expected an integer, got {raw!r}") from None
+        return None if (optional and zero_is_none and value == 0) else value
+    if inner is float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise error(f"{variable}: expected a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise error(f"{variable}: expected a finite number, got {raw!r}")
+        return number
+    if inner is Path:
+        return Path(text).expanduser()
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        try:
+            return inner(text)
+        except ValueError:
+            choices = ", ".join(str(e.value) for e in inner)
+            raise error(f"{variable}: expected one of {choices}, got {raw!r}") from None
+    if inner is str:
+        return text
+    raise TypeError(f"{variable}: cannot parse a field of type {kind!r} from the environment")
+
+
+def _parsable(kind: Any) -> bool:
+    inner, _ = _unwrap_optional(kind)
+    return inner in (str, int, float, bool, Path) or (
+        isinstance(inner, type) and issubclass(inner, enum.Enum)
+    )
+
+
+def load_env(
+    cls: type[Any],
+    env: Mapping[str, str],
+    *,
+    prefix: str,
+    skip: Iterable[str] = (),
+    error: type[ConfigError] = ConfigError,
+) -> dict[str, Any]:
+    """The values of ``cls``'s fields found in ``env`` as ``<prefix><FIELD>`` (empty: not set)."""
+    hints = typing.get_type_hints(cls)
+    skipped = set(skip)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in skipped or not _parsable(hints[f.name]):
+            continue
+        variable = prefix + f.name.upper()
+        raw = env.get(variable)
+        if raw is None or raw.strip() == "":
+            continue
+        values[f.name] = parse_value(
+            variable, raw, hints[f.name], zero_is_none=bool(f.metadata.get("zero_is_none")), error=error
+        )
+    return values
+
+
+def load_file(path: Path, cls: type[Any], *, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Field values from a YAML mapping of field names (``--config FILE``); unknown keys are errors."""
+    import yaml  # noqa: PLC0415 - only services that take a config file need it
+
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise error(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise error(f"{path}: expected a mapping of settings, got {type(document).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(map(str, document)) - set(known))
+    if unknown:
+        raise error(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        f: Field[Any] = known[str(key)]
+        if isinstance(value, str) and _parsable(hints[f.name]):
+            values[f.name] = parse_value(
+                f"{path}: {key}", value, hints[f.name], zero_is_none=bool(f.metadata.get("zero_is_none")),
+                error=error,
+            )  # fmt: skip
+        else:
+            values[f.name] = value
+    return values
+
+
+class ConfigMixin:
+    """``with_overrides`` and ``describe`` for a frozen config dataclass."""
+
+    def with_overrides(self, **overrides: Any) -> Self:
+        """A copy with the overrides that are not None applied (and validated)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[type-var]
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, for the start-up log (secrets shown as ``***``)."""
+        out: dict[str, str] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            secret = f.name in SECRET_FIELDS or bool(f.metadata.get("secret"))
+            out[f.name] = (
+                "***" if secret and value else str(value.value if isinstance(value, enum.Enum) else value)
+            )
+        return out

@@ -1,0 +1,108 @@
+"""The main loop every deployable shares: signals, a stop event, the grace period, exit codes.
+
+:func:`run_service` starts a :class:`Runnable`, then waits until one of these happens:
+
+* SIGTERM or SIGINT: the service is stopped with its grace period (it reports NOT_SERVING first,
+  finishes or hands back its work, commits what is done) and the process exits 0;
+* the service reports a fatal failure (:meth:`Runnable.failure`, e.g. its consumer thread died):
+  it is stopped without grace and the process exits :data:`EXIT_FAILURE`, with the reason logged
+  and printed;
+* ``until()`` becomes true (files ended) or ``duration_s`` passed: stopped with grace, exit 0.
+
+A failure to start (a port taken, a broker missing) propagates as a
+:class:`~faceflow.errors.FaceflowError`, which the CLI prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+#: A fatal failure while running (not at start-up, which the CLI reports with exit 2).
+EXIT_FAILURE = 1
+POLL_S = 0.2
+
+
+class Runnable(Protocol):
+    """What :func:`run_service` runs."""
+
+    def start(self) -> None:
+        """Start serving; raise a FaceflowError when that is impossible."""
+        ...
+
+    def stop(self, grace_s: float) -> None:
+        """Stop within ``grace_s`` seconds (idempotent)."""
+        ...
+
+    def failure(self) -> BaseException | None:
+        """A fatal error from a background thread, or None while healthy."""
+        ...
+
+
+class StopReason:
+    SIGNAL = "signal"
+    DONE = "done"
+    DURATION = "duration"
+    FAILURE = "failure"
+
+
+def run_service(
+    service: Runnable,
+    *,
+    name: str,
+    grace_s: float,
+    duration_s: float | None = None,
+    until: Callable[[], bool] | None = None,
+    on_started: Callable[[], None] | None = None,
+    on_stopping: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``service`` until a signal, a failure, ``until()`` or ``duration_s``; return the exit code."""
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main:
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service.start()
+        if on_started is not None:
+            on_started()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        reason = StopReason.SIGNAL
+        while not stop.wait(POLL_S):
+            failure = service.failure()
+            if failure is not None:
+                reason = StopReason.FAILURE
+                break
+            if until is not None and until():
+                reason = StopReason.DONE
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                reason = StopReason.DURATION
+                break
+        why = f"on {received[0]}" if received and reason == StopReason.SIGNAL else reason
+        if on_stopping is not None:
+            on_stopping(why)
+        if reason == StopReason.FAILURE:
+            logger.error("%s: stopping after a fatal failure: %s", name, service.failure())
+            service.stop(0.0)
+            return EXIT_FAILURE
+        logger.info("%s: stopping (%s; grace %.1f s)", name, why, grace_s)
+        service.stop(grace_s)
+        return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
