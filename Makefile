@@ -66,10 +66,11 @@ tools: $(BUF) rtsp-server
 setup: venv runtime-deps models tools
 
 lint: venv tools
-	@echo "==> lint: ruff, mypy, buf lint, generated code up to date"
+	@echo "==> lint: ruff, mypy, import contracts, buf lint, generated code up to date"
 	$(VENV)/bin/ruff check services tests bench triton_repo
 	$(VENV)/bin/ruff format --check services tests bench triton_repo
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(BUF) lint
 	$(PY) -m faceflow.protogen --check
 

@@ -53,6 +53,7 @@ from PIL import Image
 from pipeline_gpu import measure_gpu
 from tqdm import tqdm
 
+from faceflow.models.boxes import expand_box
 from faceflow.models.contract import (
     CROP_SIZE,
     FACE_PIPELINE_OUTPUTS,
@@ -60,7 +61,7 @@ from faceflow.models.contract import (
     PRESENCE_THRESHOLD,
     FrameStatus,
 )
-from faceflow.models.crops import crop_faces, expand_box
+from faceflow.models.crops import crop_faces
 from faceflow.models.decode import HeadOutputs, decode_heads
 from faceflow.models.facexformer import (
     FaceXFormer,

@@ -12,18 +12,10 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from faceflow.models.centerface import (
-    INPUT_NAME,
-    OUTPUT_NAMES,
-    CenterFaceDetector,
-    Detections,
-    decode_centerface,
-    default_onnx_path,
-    make_dynamic,
-    nms,
-    pad_to_multiple,
-    postprocess,
-)
+from faceflow.models.centerface import CenterFaceDetector, default_onnx_path, make_dynamic
+from faceflow.models.centerface_decode import Detections, decode_centerface, nms, pad_to_multiple, postprocess
+from faceflow.models.contract import CENTERFACE_INPUT as INPUT_NAME
+from faceflow.models.contract import CENTERFACE_OUTPUTS as OUTPUT_NAMES
 
 # Reference boxes (x1, y1, x2, y2), determined once with this detector, drawn on the photos and
 # checked by eye (tight around brow-to-chin and ear-to-ear; the camera man is in profile).

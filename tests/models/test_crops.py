@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from skimage import data
 
+from faceflow.models.boxes import crop_px_to_frame, expand_box, landmarks_to_frame, normalize_landmarks
 from faceflow.models.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from faceflow.models.crops import (
-    crop_faces,
-    crop_px_to_frame,
-    expand_box,
-    landmarks_to_frame,
-    normalize_landmarks,
-)
+from faceflow.models.crops import crop_faces
 
 
 def two_colour_image(h: int = 100, w: int = 200) -> np.ndarray:

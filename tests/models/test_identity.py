@@ -8,13 +8,13 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from faceflow.models.centerface import CenterFaceDetector, Detections
-from faceflow.models.identity import (
+from faceflow.models.centerface import CenterFaceDetector
+from faceflow.models.centerface_decode import Detections
+from faceflow.models.identity import IdentityEmbedder, model_paths
+from faceflow.models.identity_geometry import (
     DLIB_5POINT_TEMPLATE,
-    IdentityEmbedder,
     embedding_distance,
     keypoint_square,
-    model_paths,
     square_around,
     template_points_from_eyes,
 )

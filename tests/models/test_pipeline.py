@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceflow.models.centerface import Detections
-from faceflow.models.contract import FrameStatus
-from faceflow.models.pipeline import FACEXFORMER_OUTPUTS, DetectorStage, FaceModelStage, decode_frame
+from faceflow.models.centerface_decode import Detections
+from faceflow.models.contract import FACEXFORMER_HEADS, FACEXFORMER_OUTPUTS, FrameStatus
+from faceflow.models.pipeline import (
+    CropperStage,
+    DetectorStage,
+    FaceModelStage,
+    FaceRequestError,
+    LocatorStage,
+    decode_frame,
+)
 
 
 def encode(mode: str, size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:
@@ -87,16 +94,7 @@ def test_detector_stage_with_no_decodable_frame_returns_empty_tensors() -> None:
     }  # fmt: skip
 
 
-HEAD_SHAPES = {
-    "landmarks": (136,),
-    "head_pose": (3,),
-    "attributes": (40,),
-    "visibility": (29,),
-    "age": (8,),
-    "gender": (2,),
-    "race": (5,),
-    "parsing": (11, 224, 224),
-}
+HEAD_SHAPES = dict(FACEXFORMER_HEADS)
 
 
 def _raw_heads(crops: np.ndarray) -> list[np.ndarray]:
@@ -147,3 +145,65 @@ def test_face_model_stage_validates(crops: np.ndarray, boxes: np.ndarray, error:
             stage.run(crops, boxes)
     else:
         assert len(stage.run(crops, boxes)) == 0
+
+
+def located(frames: list[bytes], faces: int = 2) -> tuple[object, DetectorStage]:
+    detector = FakeDetector(faces)
+    return LocatorStage(detector=detector).run(frames), DetectorStage(detector=detector, chips=fake_chips)  # type: ignore[arg-type]
+
+
+def test_locate_then_crop_equals_the_detector_stage_and_keeps_the_request_order() -> None:
+    frames = [encode("RGB", (64, 48), "JPEG"), b"junk", encode("RGB", (80, 40), "PNG")]
+    loc, detector_stage = located(frames)
+    whole = detector_stage.run(frames)
+    for name, value in loc.as_tensors().items():  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(value, whole.as_tensors()[name], err_msg=name)
+    cropper = CropperStage(chips=fake_chips)
+    cropped = cropper.run(frames, loc.frame_index, loc.boxes, loc.keypoints5)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(cropped.crop_boxes, whole.crop_boxes)
+    np.testing.assert_array_equal(cropped.face_crops, whole.face_crops)
+    # a subset in another order comes back in that order
+    order = np.array([3, 0], np.intp)
+    sub = cropper.run(frames, loc.frame_index[order], loc.boxes[order], loc.keypoints5[order])  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(sub.crop_boxes, whole.crop_boxes[order])
+
+
+GOOD_BOX = [[10.0, 10.0, 40.0, 40.0]]
+KP = np.full((1, 5, 2), 20.0, np.float32)
+
+
+@pytest.mark.parametrize(
+    ("frames", "index", "boxes", "kps", "message"),
+    [
+        (2, [0], GOOD_BOX, KP, None),
+        (2, [2], GOOD_BOX, KP, r"FRAME_INDEX\[0\] = 2: expected a frame index in 0..1 \(2 frames\)"),
+        (2, [-1], GOOD_BOX, KP, r"FRAME_INDEX\[0\] = -1"),
+        (
+            2,
+            [0],
+            [[10.0, 10.0, 90.0, 40.0]],
+            KP,
+            r"BOXES\[0\] = \[10.0, 10.0, 90.0, 40.0\]: expected a box inside frame 0 \(64x48\)",
+        ),
+        (2, [0], [[30.0, 10.0, 20.0, 40.0]], KP, r"expected x2 > x1 and y2 > y1"),
+        (2, [0], [[np.nan, 10.0, 20.0, 40.0]], KP, "expected finite BOXES"),
+        (2, [0, 1], GOOD_BOX, KP, r"with one F, got \[2\], \[1, 4\] and \[1, 5, 2\]"),
+        (2, [1], GOOD_BOX, KP, r"frame 1 has FRAME_STATUS 1"),
+        (2, [], np.zeros((0, 4)), np.zeros((0, 5, 2)), None),
+    ],
+)
+def test_cropper_refuses_faces_that_do_not_fit_their_frames(
+    frames: int, index: list[int], boxes: object, kps: object, message: str | None
+) -> None:
+    images = [encode("RGB", (64, 48), "JPEG"), b"junk"][:frames]
+    stage = CropperStage(chips=fake_chips)
+    args = (
+        np.array(index, np.int32),
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(kps, np.float32).reshape(-1, 5, 2),
+    )
+    if message is None:
+        assert stage.run(images, *args).crop_boxes.shape == (len(index), 4)
+    else:
+        with pytest.raises(FaceRequestError, match=message):
+            stage.run(images, *args)

@@ -22,6 +22,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 def test_every_config_parses_as_a_triton_model_config(variant: triton_config.Variant) -> None:
     configs = {c.name: parse(c.text) for c in triton_config.variant_configs(PARAMS, variant)}
     expected = {"face_detector", "facexformer", "face_embedder", "face_pipeline"}
+    expected |= {"face_detect", "face_cropper", "face_analyze"}
     if variant == "gpu":
         expected |= {"centerface_onnx", "facexformer_onnx"}
     assert set(configs) == expected

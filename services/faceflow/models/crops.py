@@ -1,14 +1,10 @@
-"""Face crops for the face model, and the way back from crop pixels to frame pixels.
+"""Face crops for the face model: the pixels (Pillow). Crop boxes and coordinates are in
+:mod:`faceflow.models.boxes` (pure).
 
-The contract (DESIGN.md "Model semantics", values from :mod:`faceflow.models.contract`): the
-crop is the detector box grown by ``CROP_MARGIN`` (25%) of its width / height on each side,
-clamped to the frame, resized to ``CROP_SIZE`` x ``CROP_SIZE`` bicubic (not aspect-preserving),
-RGB, ImageNet mean/std, CHW.
-
-Coordinates: boxes are continuous pixel coordinates (the frame spans ``[0, W] x [0, H]``, a
-box's x2 is its right edge). PIL resamples the crop box exactly, fractional edges included, so
-crop pixel ``p`` (pixel-index coordinates: the centre of the first pixel is 0) sits at frame
-coordinate ``x1 + (p + 0.5) * (x2 - x1) / CROP_SIZE - 0.5``, the same pixel-index convention.
+The contract (DESIGN.md "Model semantics", values from :mod:`faceflow.models.contract`): the crop
+is the detector box grown by ``CROP_MARGIN`` (25%) of its width / height on each side, clamped to
+the frame, resized to ``CROP_SIZE`` x ``CROP_SIZE`` bicubic (not aspect-preserving), RGB, ImageNet
+mean/std, CHW.
 """
 
 from __future__ import annotations
@@ -20,54 +16,17 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from faceflow.models.contract import CROP_MARGIN, CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_LANDMARKS
+from faceflow.models.boxes import as_boxes
+from faceflow.models.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["crop_faces", "crop_px_to_frame", "expand_box", "landmarks_to_frame", "normalize_landmarks"]
+__all__ = ["crop_faces"]
 
 FloatArray = npt.NDArray[np.float32]
 
 _MEAN: Final[FloatArray] = np.asarray(IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
 _STD: Final[FloatArray] = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
-
-
-def _as_boxes(boxes: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.size == 0:
-        b = b.reshape(0, 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"expected {name} of shape [F,4], got {list(b.shape)}")
-    if not np.isfinite(b).all():
-        raise ValueError(f"expected finite {name}, got NaN or inf")
-    if bool((b[:, 2:] < b[:, :2]).any()):
-        raise ValueError(f"expected x2 >= x1 and y2 >= y1 in {name}, got an inverted box")
-    return b
-
-
-def expand_box(
-    box: npt.ArrayLike, margin: float = CROP_MARGIN, *, width: int, height: int
-) -> npt.NDArray[np.float32]:
-    """Grow ``box`` by ``margin`` of its width (height) on the left and right (top and bottom), clamp.
-
-    ``box`` is one box ``[4]`` or many ``[F,4]`` (x1, y1, x2, y2); the result has the same shape,
-    float32, clamped to ``[0, width] x [0, height]``.
-    """
-    if margin < 0:
-        raise ValueError(f"expected margin >= 0, got {margin}")
-    if width <= 0 or height <= 0:
-        raise ValueError(f"expected a positive frame size, got width={width} height={height}")
-    arr = np.asarray(box, dtype=np.float64)
-    single = arr.ndim == 1
-    b = _as_boxes(arr.reshape(1, -1) if single else arr, "box")
-    w = b[:, 2] - b[:, 0]
-    h = b[:, 3] - b[:, 1]
-    out = np.stack(
-        [b[:, 0] - margin * w, b[:, 1] - margin * h, b[:, 2] + margin * w, b[:, 3] + margin * h], axis=1
-    )
-    clamped = np.clip(out, 0.0, np.array([width, height, width, height], np.float64)).astype(np.float32)
-    result: npt.NDArray[np.float32] = clamped[0] if single else clamped
-    return result
 
 
 def crop_faces(image_rgb: np.ndarray, crop_boxes: npt.ArrayLike, size: int = CROP_SIZE) -> FloatArray:
@@ -81,7 +40,7 @@ def crop_faces(image_rgb: np.ndarray, crop_boxes: npt.ArrayLike, size: int = CRO
         raise ValueError(f"expected an RGB image of shape [H,W,3], got {got}")
     if image_rgb.dtype != np.uint8:
         raise ValueError(f"expected an image of dtype uint8, got {image_rgb.dtype}")
-    boxes = _as_boxes(crop_boxes, "crop_boxes")
+    boxes = as_boxes(crop_boxes, "crop_boxes")
     if bool(((boxes[:, 2] - boxes[:, 0] <= 0) | (boxes[:, 3] - boxes[:, 1] <= 0)).any()):
         raise ValueError("expected crop boxes with positive width and height, got an empty box")
     h, w = image_rgb.shape[:2]
@@ -99,34 +58,3 @@ def crop_faces(image_rgb: np.ndarray, crop_boxes: npt.ArrayLike, size: int = CRO
         chw = np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
         out[i] = (chw - _MEAN) / _STD
     return out
-
-
-def crop_px_to_frame(
-    points: npt.ArrayLike, crop_boxes: npt.ArrayLike, size: int = CROP_SIZE
-) -> npt.NDArray[np.float32]:
-    """Map points ``[F,K,2]`` (x, y) in crop pixels of a ``size`` x ``size`` crop to frame pixels."""
-    pts = np.asarray(points, dtype=np.float64)
-    boxes = _as_boxes(crop_boxes, "crop_boxes")
-    if pts.ndim != 3 or pts.shape[2] != 2 or pts.shape[0] != boxes.shape[0]:
-        raise ValueError(f"expected points of shape [{boxes.shape[0]},K,2], got {list(pts.shape)}")
-    origin = boxes[:, None, :2]
-    scale = (boxes[:, None, 2:] - boxes[:, None, :2]) / size
-    return (origin + (pts + 0.5) * scale - 0.5).astype(np.float32)
-
-
-def normalize_landmarks(raw: npt.ArrayLike, num_points: int = NUM_LANDMARKS) -> npt.NDArray[np.float32]:
-    """Raw landmark head ``[F, 2*num_points]`` in [-1, 1] -> crop pixels ``[F,num_points,2]``.
-
-    crop px = ((v + 1) * CROP_SIZE - 1) / 2, per DESIGN.md; the raw vector is (x, y) pairs.
-    """
-    r = np.asarray(raw, dtype=np.float64)
-    if r.size == 0:
-        r = r.reshape(0, 2 * num_points)
-    if r.ndim != 2 or r.shape[1] != 2 * num_points:
-        raise ValueError(f"expected raw landmarks of shape [F,{2 * num_points}], got {list(r.shape)}")
-    return (((r + 1.0) * CROP_SIZE - 1.0) / 2.0).reshape(-1, num_points, 2).astype(np.float32)
-
-
-def landmarks_to_frame(raw: npt.ArrayLike, crop_boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Raw landmark head ``[F,136]`` -> ``[F,68,2]`` (x, y) frame pixels, via the crop boxes the model saw."""
-    return crop_px_to_frame(normalize_landmarks(raw), crop_boxes)

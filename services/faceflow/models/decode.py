@@ -22,6 +22,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from faceflow.models.boxes import landmarks_to_frame
 from faceflow.models.contract import (
     AGE_BINS,
     ATTRIBUTES,
@@ -34,7 +35,6 @@ from faceflow.models.contract import (
     RACES,
     VISIBILITY_POINTS,
 )
-from faceflow.models.crops import landmarks_to_frame
 
 logger = logging.getLogger(__name__)
 

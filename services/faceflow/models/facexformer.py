@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
-import onnx
 import torch
 import torchvision
 from torch import Tensor, nn
 from torch.nn import functional
 
 from faceflow.errors import ConfigError, FaceflowError
+from faceflow.models.contract import CROP_SIZE, FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS
 from faceflow.models.facexformer_layers import (
     FaceDecoder,
     FaceXFormerOutput,
@@ -86,9 +86,11 @@ DECODER_DEPTH: Final = 2
 DECODER_HEADS: Final = 8
 DECODER_MLP_DIM: Final = 2048
 
-INPUT_SIZE: Final = 224
-INPUT_NAME: Final = "images"
+INPUT_SIZE: Final = CROP_SIZE
+INPUT_NAME: Final = FACEXFORMER_INPUT
 OUTPUT_NAMES: Final[tuple[str, ...]] = FaceXFormerOutput._fields
+if OUTPUT_NAMES != FACEXFORMER_OUTPUTS:
+    raise RuntimeError(f"FaceXFormerOutput fields: expected {FACEXFORMER_OUTPUTS}, got {OUTPUT_NAMES}")
 #: Key of the model's state dict inside the released checkpoint file.
 CHECKPOINT_STATE_KEY: Final = "state_dict_backbone"
 WEIGHTS_ENV_VAR: Final = "FACEFLOW_FACEXFORMER_WEIGHTS"
@@ -397,6 +399,8 @@ def export_onnx(model: FaceXFormer, path: Path, opset: int = 17) -> Path:
 
 def _fix_output_dims(path: Path, dims: Mapping[str, list[int]]) -> None:
     """Write the static non-batch output dims into the graph (tracing leaves them symbolic)."""
+    import onnx  # noqa: PLC0415 - only the exporter needs it (a GPU bench runs with torch alone)
+
     graph_model = onnx.load(str(path))
     for output in graph_model.graph.output:
         shape = output.type.tensor_type.shape

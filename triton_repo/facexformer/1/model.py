@@ -14,8 +14,17 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from faceflow.models.pipeline import FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS, FaceModelStage
-from faceflow.models.triton_support import as_numpy_cpu, bls_target, int_param, model_parameters, version_dir
+from faceflow.models.contract import FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS
+from faceflow.models.pipeline import FaceModelStage
+from faceflow.models.triton_support import (
+    answer_each,
+    as_numpy_cpu,
+    bls_target,
+    input_array,
+    int_param,
+    model_parameters,
+    version_dir,
+)
 
 logger = logging.getLogger("faceflow.triton.facexformer")
 
@@ -54,18 +63,10 @@ class TritonPythonModel:
                 "result is meaningless. Build with --facexformer-weights to serve the released checkpoint."
             )
 
+    def _handle(self, request: Any) -> dict[str, Any]:
+        crops = input_array(pb_utils, request, "FACE_CROPS")
+        boxes = input_array(pb_utils, request, "CROP_BOXES")
+        return self.stage.run(crops, boxes).to_triton()
+
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                crops = pb_utils.get_input_tensor_by_name(request, "FACE_CROPS").as_numpy()
-                boxes = pb_utils.get_input_tensor_by_name(request, "CROP_BOXES").as_numpy()
-                heads = self.stage.run(crops, boxes)
-                tensors = [pb_utils.Tensor(name, value) for name, value in heads.to_triton().items()]
-                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            except Exception as exc:
-                logger.exception("facexformer request failed")
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"facexformer: {exc}"))
-                )
-        return responses
+        return answer_each(pb_utils, requests, self._handle, model="facexformer", log=logger)

@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from PIL import Image
 
-MAX_PIXELS = 40_000_000
+from faceflow.models.contract import MAX_FRAME_PIXELS as MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
