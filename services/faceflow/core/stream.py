@@ -1,0 +1,593 @@
+"""One stream's analytics: tracks, identities and fused results over time (pure).
+
+:class:`StreamAnalytics` is what the aggregator keeps per stream. For each analyzed frame
+(:class:`FrameIn`) it
+
+1. drops a repeat (``seq`` at or below the last applied one: a replay after a restart);
+2. tracks every detection (:class:`~faceflow.core.tracking.StreamTracker`; only analyzed faces
+   carry an embedding, the others are tracked by motion and IoU);
+3. weighs each observation by its quality (:mod:`faceflow.core.quality`) and fuses the analyzed
+   ones into their track (:class:`~faceflow.core.fusion.TrackFusion`); keeps each track's best
+   shot (a reference: seq, box, quality; never pixels);
+4. links tracks to identities by embedding (:class:`~faceflow.core.identity.Gallery`): an
+   enrolled or named person, or an anonymous identity (``anon-...``, derived from the stream, the
+   track and the seq where it was created, so a replay recreates the same id) that a returning face
+   finds again;
+5. reports what happened (:class:`FrameOut`): an observation per face, lifecycle events, and the
+   gallery entries it created or changed (the service publishes those).
+
+Everything is bounded (the tracker's ``max_tracks``, ``max_ended_tracks`` kept for queries, a
+track's descriptors) and checkpointable (:meth:`StreamAnalytics.snapshot` / :meth:`restore`). The
+gallery is shared by the streams of a process; the caller serialises access to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from faceflow.core.fusion import FusedResults, TrackFusion
+from faceflow.core.identity import (
+    Gallery,
+    IdentityEntry,
+    IdentityKind,
+    IdentityMatch,
+    TrackIdentity,
+    add_exemplars,
+    anonymous_identity_id,
+)
+from faceflow.core.quality import detection_quality, observation_quality
+from faceflow.core.tracking import Observation, StreamTracker, TrackerConfig
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION: Final[int] = 1
+#: A track switches to another identity only when that one is clearly nearer (or it is a known
+#: person replacing an anonymous identity): no flip-flopping between two close identities.
+SWITCH_MARGIN: Final[float] = 0.1
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamConfig:
+    """Tracking and identity settings of every stream.
+
+    ``match_threshold``: the largest embedding distance at which a track is linked to an identity;
+    ``cross_stream``: whether anonymous identities first seen on other streams are candidates;
+    ``max_track_embeddings``: descriptors a track keeps for matching; ``max_exemplars``: per
+    identity; ``max_ended_tracks``: ended tracks kept for queries.
+    """
+
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    match_threshold: float = 0.5
+    cross_stream: bool = False
+    max_track_embeddings: int = 8
+    max_exemplars: int = 16
+    max_ended_tracks: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tracker, TrackerConfig):
+            raise TypeError(f"tracker: expected a TrackerConfig, got {type(self.tracker).__name__}")
+        if not (isinstance(self.match_threshold, (int, float)) and 0 < self.match_threshold < 2):
+            raise ValueError(f"match_threshold: expected a distance in (0, 2), got {self.match_threshold!r}")
+        for name in ("max_track_embeddings", "max_exemplars", "max_ended_tracks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TaskResults:
+    """One analyzed face's task results in contract order (probabilities, not logits)."""
+
+    landmarks68: F32
+    head_pose: F32  # pitch, yaw, roll (radians)
+    attributes: F32
+    occlusion: F32
+    age: F32
+    gender: F32
+    race: F32
+    parsing_areas: F32 | None = None
+
+
+@dataclass(frozen=True)
+class FaceIn:
+    """One detected face of a frame; ``tasks`` and ``embedding`` only when it was analyzed."""
+
+    face_index: int
+    box: F32
+    score: float
+    keypoints5: F32 | None
+    analyzed: bool
+    results_seq: int
+    tasks: TaskResults | None = None
+    embedding: F32 | None = None
+
+    def __post_init__(self) -> None:
+        if self.analyzed and (self.tasks is None or self.embedding is None):
+            raise ValueError(f"face {self.face_index}: expected tasks and an embedding for an analyzed face")
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    """One frame's analysis: ``t`` is media time (seconds), ``capture_ns`` wall-clock capture time."""
+
+    seq: int
+    t: float
+    capture_ns: int
+    faces: tuple[FaceIn, ...] = ()
+    end_of_stream: bool = False
+
+
+@dataclass(frozen=True)
+class BestShot:
+    seq: int
+    t: float
+    box: tuple[float, float, float, float]
+    quality: float
+
+
+@dataclass(frozen=True)
+class IdentityRef:
+    identity_id: str
+    name: str
+    kind: IdentityKind
+    distance: float
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    track_id: str
+    first_seq: int
+    last_seq: int
+    first_t: float
+    last_t: float
+    observations: int
+    analyzed: int
+    state: str  # "active", "lost", "ended"
+    end_reason: str
+    last_box: tuple[float, float, float, float]
+    identity: IdentityRef | None
+    fused: FusedResults | None
+    best_shot: BestShot | None
+
+
+@dataclass(frozen=True)
+class ObservationOut:
+    face: FaceIn
+    track_id: str
+    quality: float
+    track: TrackSummary
+
+
+@dataclass(frozen=True)
+class LifecycleOut:
+    """``kind``: track_started, track_lost, track_ended, identity_resolved, stream_ended."""
+
+    kind: str
+    track: TrackSummary | None
+
+
+@dataclass(frozen=True)
+class FrameOut:
+    seq: int
+    repeat: bool = False
+    observations: tuple[ObservationOut, ...] = ()
+    lifecycle: tuple[LifecycleOut, ...] = ()
+    gallery_puts: tuple[IdentityEntry, ...] = ()
+
+
+class _Track:
+    """What the aggregator keeps per track beyond the tracker's motion state."""
+
+    def __init__(self, track_id: str, seq: int, t: float, *, embeddings: int) -> None:
+        self.track_id = track_id
+        self.first_seq = self.last_seq = seq
+        self.first_t = self.last_t = t
+        self.observations = 0
+        self.analyzed = 0
+        self.last_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+        self.fusion = TrackFusion()
+        self.identity = TrackIdentity(capacity=embeddings)
+        self.best: BestShot | None = None
+        self.best_analyzed = False
+        self.state = "active"
+        self.end_reason = ""
+        self.started = False
+
+    def summary(self, gallery: Gallery) -> TrackSummary:
+        match = self.identity.match
+        ref = None
+        if match is not None:
+            entry = gallery.get(match.identity_id)
+            name = entry.name if entry is not None else match.name
+            kind = entry.kind if entry is not None else match.kind
+            ref = IdentityRef(match.identity_id, name, kind, match.distance)
+        return TrackSummary(
+            track_id=self.track_id,
+            first_seq=self.first_seq,
+            last_seq=self.last_seq,
+            first_t=self.first_t,
+            last_t=self.last_t,
+            observations=self.observations,
+            analyzed=self.analyzed,
+            state=self.state,
+            end_reason=self.end_reason,
+            last_box=self.last_box,
+            identity=ref,
+            fused=self.fusion.fused(),
+            best_shot=self.best,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "first": [self.first_seq, self.first_t],
+            "last": [self.last_seq, self.last_t],
+            "counts": [self.observations, self.analyzed],
+            "last_box": list(self.last_box),
+            "fusion": self.fusion.snapshot(),
+            "identity": self.identity.snapshot(),
+            "best": None
+            if self.best is None
+            else [self.best.seq, self.best.t, list(self.best.box), self.best.quality],
+            "best_analyzed": self.best_analyzed,
+            "state": self.state,
+            "end_reason": self.end_reason,
+            "started": self.started,
+        }
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Any]) -> _Track:
+        try:
+            track = cls(str(data["track_id"]), int(data["first"][0]), float(data["first"][1]), embeddings=1)
+            track.last_seq, track.last_t = int(data["last"][0]), float(data["last"][1])
+            track.observations, track.analyzed = (int(v) for v in data["counts"])
+            track.last_box = tuple(float(v) for v in data["last_box"])  # type: ignore[assignment]
+            track.fusion = TrackFusion.restore(data["fusion"])
+            track.identity = TrackIdentity.restore(data["identity"])
+            best = data["best"]
+            if best is not None:
+                x1, y1, x2, y2 = (float(v) for v in best[2])
+                track.best = BestShot(int(best[0]), float(best[1]), (x1, y1, x2, y2), float(best[3]))
+            track.best_analyzed = bool(data["best_analyzed"])
+            track.state, track.end_reason, track.started = (
+                str(data["state"]),
+                str(data["end_reason"]),
+                bool(data["started"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"track snapshot: malformed ({exc})") from exc
+        return track
+
+
+class StreamAnalytics:
+    """Tracks, identities and fusion of one stream; see the module docstring.
+
+    Args:
+        stream_id: the stream.
+        config: settings shared by every stream.
+        gallery: the identities (shared by the streams of a process; the caller serialises access).
+        clock: epoch seconds for identity timestamps (never for tracking, which uses media time).
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        config: StreamConfig,
+        gallery: Gallery,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.gallery = gallery
+        self.clock = clock
+        self.tracker = StreamTracker(config.tracker, stream_id=stream_id)
+        self.tracks: dict[str, _Track] = {}
+        self.ended: OrderedDict[str, _Track] = OrderedDict()
+        self.last_seq = -1
+        self.last_t: float | None = None
+        self.t_offset = 0.0
+        self.frames = 0
+        self.faces = 0
+        self.duplicates = 0
+        self.stream_ended = False
+        self.last_capture_ns = 0
+        self.total_tracks = 0
+
+    # -- applying frames --------------------------------------------------------------------------
+    def apply(self, frame: FrameIn) -> FrameOut:
+        """Apply one frame's analysis (see the module docstring)."""
+        if frame.seq <= self.last_seq:
+            self.duplicates += 1
+            return FrameOut(seq=frame.seq, repeat=True)
+        self.last_seq = frame.seq
+        self.last_capture_ns = max(self.last_capture_ns, frame.capture_ns)
+        t = self._media_time(frame.t)
+        if frame.end_of_stream:
+            return self._end(frame.seq, t)
+        self.stream_ended = False
+        self.frames += 1
+        self.faces += len(frame.faces)
+        qualities = [self._quality(face) for face in frame.faces]
+        observations = [
+            Observation.create(
+                face.face_index,
+                face.box,
+                min(1.0, max(0.0, float(face.score))),
+                quality=q,
+                embedding=face.embedding if face.analyzed else None,
+            )
+            for face, q in zip(frame.faces, qualities, strict=True)
+        ]
+        update = self.tracker.update(observations, t=t, seq=frame.seq)
+        lifecycle: list[LifecycleOut] = []
+        puts: list[IdentityEntry] = []
+        resolved: list[str] = []
+        for face, q, track_id in zip(frame.faces, qualities, update.assignments, strict=True):
+            track = self.tracks.get(track_id)
+            if track is None:
+                track = _Track(track_id, frame.seq, t, embeddings=self.config.max_track_embeddings)
+                self.tracks[track_id] = track
+                self.total_tracks += 1
+            self._observe(track, face, q, frame.seq, t)
+            if face.analyzed and face.embedding is not None:
+                track.identity.add(face.embedding)
+                if self._resolve(track, frame.seq, puts):
+                    resolved.append(track_id)
+        for track_id in update.started:
+            track = self.tracks.get(track_id)
+            if track is not None and not track.started:
+                track.started = True
+                lifecycle.append(LifecycleOut("track_started", track.summary(self.gallery)))
+        observations_out = tuple(
+            ObservationOut(face, track_id, q, self.tracks[track_id].summary(self.gallery))
+            for face, q, track_id in zip(frame.faces, qualities, update.assignments, strict=True)
+        )
+        for track_id in resolved:
+            lifecycle.append(LifecycleOut("identity_resolved", self.tracks[track_id].summary(self.gallery)))
+        for track_id in update.lost:
+            track = self.tracks.get(track_id)
+            if track is not None:
+                track.state = "lost"
+                if track.started:
+                    lifecycle.append(LifecycleOut("track_lost", track.summary(self.gallery)))
+        for track_id in update.recovered:
+            if track_id in self.tracks:
+                self.tracks[track_id].state = "active"
+        for track_id, reason in update.ended:
+            lifecycle.extend(self._finish(track_id, reason))
+        return FrameOut(
+            seq=frame.seq, observations=observations_out, lifecycle=tuple(lifecycle), gallery_puts=tuple(puts)
+        )
+
+    def _media_time(self, t: float) -> float:
+        """Media time kept monotonic: a stream restarted after its end (pts from 0 again) goes on."""
+        effective = t + self.t_offset
+        if self.last_t is not None and effective < self.last_t:
+            self.t_offset += self.last_t - effective + 1e-3
+            effective = t + self.t_offset
+        self.last_t = effective
+        return effective
+
+    def _quality(self, face: FaceIn) -> float:
+        dq = detection_quality(face.box, min(1.0, max(0.0, float(face.score))), face.keypoints5)
+        if face.analyzed and face.tasks is not None:
+            return observation_quality(dq, head_pose=face.tasks.head_pose, occlusion=face.tasks.occlusion)
+        return dq
+
+    def _observe(self, track: _Track, face: FaceIn, quality: float, seq: int, t: float) -> None:
+        track.observations += 1
+        track.last_seq, track.last_t = seq, t
+        track.state = "active"
+        track.last_box = tuple(float(v) for v in face.box)  # type: ignore[assignment]
+        if face.analyzed and face.tasks is not None:
+            track.analyzed += 1
+            if quality > 0:
+                tasks = face.tasks
+                track.fusion.add(
+                    weight=quality,
+                    age=tasks.age,
+                    gender=tasks.gender,
+                    race=tasks.race,
+                    attributes=tasks.attributes,
+                    occlusion=tasks.occlusion,
+                )
+        better = track.best is None or quality > track.best.quality
+        # the best shot is an analyzed observation whenever there is one (its results exist)
+        if (face.analyzed and (better or not track.best_analyzed)) or (not track.best_analyzed and better):
+            track.best = BestShot(seq, t, track.last_box, quality)
+            track.best_analyzed = face.analyzed
+
+    def _resolve(self, track: _Track, seq: int, puts: list[IdentityEntry]) -> bool:
+        """Link ``track`` to an identity with its descriptors; True when its identity changed.
+
+        A new anonymous identity's id derives from the stream, the track and the ``seq`` at which it
+        is created: a replay recreates the same id, and a track whose identity was erased gets a new
+        one (never the erased id again).
+        """
+        descriptors = track.identity.descriptors()
+        now = self.clock()
+        match = self.gallery.match(
+            descriptors,
+            stream_id=self.stream_id,
+            cross_stream=self.config.cross_stream,
+            threshold=self.config.match_threshold,
+        )
+        current = track.identity.match
+        changed = False
+        if match is None and current is None:
+            identity_id = anonymous_identity_id(self.stream_id, track.track_id, seq)
+            existing = self.gallery.get(identity_id)  # a replay: the identity is back from the topic
+            entry = (
+                existing
+                if existing is not None
+                else IdentityEntry(
+                    identity_id=identity_id,
+                    name="",
+                    kind=IdentityKind.ANONYMOUS,
+                    embeddings=descriptors,
+                    origin_stream=self.stream_id,
+                    source=f"anonymous:{self.stream_id}/{track.track_id}",
+                    created_s=now,
+                    updated_s=now,
+                    last_seen_s=now,
+                )
+            )
+            self._put(entry, puts)
+            track.identity.assign(
+                IdentityMatch(identity_id=identity_id, name="", kind=IdentityKind.ANONYMOUS, distance=0.0)
+            )
+            changed = True
+        elif match is not None and (current is None or self._should_switch(current, match)):
+            track.identity.assign(match)
+            changed = True
+        chosen = track.identity.match
+        if chosen is not None:
+            self.gallery.touch(chosen.identity_id, now)
+            linked = self.gallery.get(chosen.identity_id)
+            if linked is not None and linked.kind is not IdentityKind.ENROLLED:
+                grown = add_exemplars(
+                    linked, descriptors[-1:], max_exemplars=self.config.max_exemplars, now_s=now
+                )
+                if grown is not linked:  # the exemplars changed: share them (other replicas, restarts)
+                    self._put(grown, puts)
+        return changed
+
+    @staticmethod
+    def _should_switch(current: IdentityMatch, match: IdentityMatch) -> bool:
+        if match.identity_id == current.identity_id:
+            return False
+        if current.kind is IdentityKind.ANONYMOUS and match.kind is not IdentityKind.ANONYMOUS:
+            return True  # a known person replaces an anonymous identity (enrolled meanwhile, or named)
+        return match.distance + SWITCH_MARGIN < current.distance
+
+    def _put(self, entry: IdentityEntry, puts: list[IdentityEntry]) -> None:
+        evicted = self.gallery.put(entry)
+        if evicted:
+            logger.info("stream %s: gallery full, evicted anonymous identity %s", self.stream_id, evicted)
+        puts[:] = [p for p in puts if p.identity_id != entry.identity_id]
+        puts.append(entry)
+
+    def _finish(self, track_id: str, reason: str) -> list[LifecycleOut]:
+        track = self.tracks.pop(track_id, None)
+        if track is None:
+            return []
+        track.state, track.end_reason = "ended", reason
+        self.ended[track_id] = track
+        while len(self.ended) > self.config.max_ended_tracks:
+            self.ended.popitem(last=False)
+        return [LifecycleOut("track_ended", track.summary(self.gallery))] if track.started else []
+
+    def _end(self, seq: int, t: float) -> FrameOut:
+        lifecycle: list[LifecycleOut] = []
+        for track_id, reason in self.tracker.end_all("end_of_stream"):
+            lifecycle.extend(self._finish(track_id, reason))
+        for track_id in list(self.tracks):  # tentative tracks the tracker no longer knew
+            lifecycle.extend(self._finish(track_id, "end_of_stream"))
+        lifecycle.append(LifecycleOut("stream_ended", None))
+        self.stream_ended = True
+        return FrameOut(seq=seq, lifecycle=tuple(lifecycle))
+
+    # -- identities --------------------------------------------------------------------------------
+    def forget_identity(self, identity_id: str) -> list[str]:
+        """Drop an erased identity from every track (with the descriptors collected for it)."""
+        touched = []
+        for track in (*self.tracks.values(), *self.ended.values()):
+            if track.identity.identity_id == identity_id:
+                track.identity = TrackIdentity(capacity=self.config.max_track_embeddings)
+                touched.append(track.track_id)
+        return touched
+
+    # -- queries -----------------------------------------------------------------------------------
+    def track(self, track_id: str) -> TrackSummary | None:
+        track = self.tracks.get(track_id) or self.ended.get(track_id)
+        return None if track is None else track.summary(self.gallery)
+
+    def track_summaries(self, *, active_only: bool = False) -> list[TrackSummary]:
+        """Tracks, newest first."""
+        tracks = list(self.tracks.values()) if active_only else [*self.tracks.values(), *self.ended.values()]
+        tracks.sort(
+            key=lambda tr: (tr.first_seq, int(tr.track_id[1:]) if tr.track_id[1:].isdigit() else 0),
+            reverse=True,
+        )
+        return [tr.summary(self.gallery) for tr in tracks]
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "stream_id": self.stream_id,
+            "last_seq": self.last_seq,
+            "last_t": self.last_t,
+            "t_offset": self.t_offset,
+            "counts": [self.frames, self.faces, self.duplicates, self.total_tracks],
+            "last_capture_ns": self.last_capture_ns,
+            "stream_ended": self.stream_ended,
+            "tracker": self.tracker.snapshot(),
+            "tracks": [tr.snapshot() for tr in self.tracks.values()],
+            "ended": [tr.snapshot() for tr in self.ended.values()],
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        snapshot: Mapping[str, Any],
+        config: StreamConfig,
+        gallery: Gallery,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> StreamAnalytics:
+        """The stream as it was when ``snapshot`` was taken.
+
+        Raises:
+            ValueError: the snapshot is malformed or of another version.
+        """
+        if not isinstance(snapshot, Mapping) or snapshot.get("version") != SNAPSHOT_VERSION:
+            got = snapshot.get("version") if isinstance(snapshot, Mapping) else type(snapshot).__name__
+            raise ValueError(f"stream snapshot: expected version {SNAPSHOT_VERSION}, got {got!r}")
+        try:
+            stream = cls(str(snapshot["stream_id"]), config, gallery, clock=clock)
+            stream.last_seq = int(snapshot["last_seq"])
+            last_t = snapshot["last_t"]
+            stream.last_t = None if last_t is None else float(last_t)
+            stream.t_offset = float(snapshot["t_offset"])
+            stream.frames, stream.faces, stream.duplicates, stream.total_tracks = (
+                int(v) for v in snapshot["counts"]
+            )
+            stream.last_capture_ns = int(snapshot["last_capture_ns"])
+            stream.stream_ended = bool(snapshot["stream_ended"])
+            stream.tracker = StreamTracker.restore(
+                config.tracker, snapshot["tracker"], stream_id=stream.stream_id
+            )
+            for data in snapshot["tracks"]:
+                track = _Track.restore(data)
+                stream.tracks[track.track_id] = track
+            for data in snapshot["ended"]:
+                track = _Track.restore(data)
+                stream.ended[track.track_id] = track
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"stream snapshot: malformed ({exc})") from exc
+        if not math.isfinite(stream.t_offset):
+            raise ValueError("stream snapshot: t_offset must be finite")
+        return stream
+
+
+def summaries_by_identity(streams: Sequence[StreamAnalytics]) -> dict[str, list[TrackSummary]]:
+    """Every track of ``streams`` grouped by identity id (for reports and queries)."""
+    out: dict[str, list[TrackSummary]] = {}
+    for stream in streams:
+        for summary in stream.track_summaries():
+            if summary.identity is not None:
+                out.setdefault(summary.identity.identity_id, []).append(summary)
+    return out

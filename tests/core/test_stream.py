@@ -1,0 +1,158 @@
+"""Per-stream analytics (pure): tracks, identities across gaps, fusion, erasure, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from faceflow.core.identity import Gallery, IdentityEntry, IdentityKind
+from faceflow.core.stream import FaceIn, FrameIn, StreamAnalytics, StreamConfig, TaskResults
+from faceflow.models.contract import AGE_BINS, ATTRIBUTES, RACES, VISIBILITY_POINTS
+
+RNG = np.random.default_rng(7)
+PEOPLE = {name: (RNG.standard_normal(128) * 0.09).astype(np.float32) for name in ("ann", "bob")}
+
+
+def tasks(age_top: int = 3) -> TaskResults:
+    age = np.full(len(AGE_BINS), 0.02, np.float32)
+    age[age_top] = 1 - 0.02 * (len(AGE_BINS) - 1)
+    return TaskResults(
+        landmarks68=np.zeros((68, 2), np.float32),
+        head_pose=np.zeros(3, np.float32),
+        attributes=np.full(len(ATTRIBUTES), 0.2, np.float32),
+        occlusion=np.full(len(VISIBILITY_POINTS), 0.1, np.float32),
+        age=age,
+        gender=np.array([0.8, 0.2], np.float32),
+        race=np.full(len(RACES), 0.2, np.float32),
+    )
+
+
+def face(person: str, x: float, seq: int, *, analyzed: bool, index: int = 0) -> FaceIn:
+    box = np.array([x, 40, x + 100, 160], np.float32)
+    kps = np.array([[x + 30, 80], [x + 70, 80], [x + 50, 105], [x + 35, 130], [x + 65, 130]], np.float32)
+    noise = np.random.default_rng(seq * 10 + index).standard_normal(128).astype(np.float32) * 0.01
+    return FaceIn(
+        face_index=index, box=box, score=0.95, keypoints5=kps, analyzed=analyzed, results_seq=seq,
+        tasks=tasks() if analyzed else None, embedding=(PEOPLE[person] + noise) if analyzed else None,
+    )  # fmt: skip
+
+
+def run(stream: StreamAnalytics, frames: list[tuple[int, list[FaceIn]]], fps: float = 5.0) -> list:
+    return [
+        stream.apply(FrameIn(seq=seq, t=seq / fps, capture_ns=seq, faces=tuple(faces)))
+        for seq, faces in frames
+    ]
+
+
+def walking(person: str, seqs: range, every: int = 5) -> list[tuple[int, list[FaceIn]]]:
+    return [
+        (s, [face(person, 10.0 + 4 * (s - seqs.start), s, analyzed=(s - seqs.start) % every == 0)])
+        for s in seqs
+    ]
+
+
+def test_one_face_one_track_one_anonymous_identity_with_fused_results() -> None:
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    outs = run(stream, walking("ann", range(0, 20)))
+    assert {o.track_id for out in outs for o in out.observations} == {"t1"}
+    kinds = [e.kind for out in outs for e in out.lifecycle]
+    assert kinds[:2] == ["track_started", "identity_resolved"]
+    last = outs[-1].observations[0].track
+    assert last.identity is not None and last.identity.identity_id.startswith("anon-")
+    assert last.identity.kind is IdentityKind.ANONYMOUS and last.observations == 20 and last.analyzed == 4
+    assert last.fused is not None and last.fused.age.top_label == AGE_BINS[3] and last.fused.evidence == 4
+    assert last.best_shot is not None
+    assert any(put.identity_id == last.identity.identity_id for out in outs for put in out.gallery_puts)
+
+
+def test_a_face_that_leaves_for_3_s_returns_as_a_new_track_with_the_same_identity() -> None:
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    first = run(stream, walking("ann", range(0, 10)))
+    back = run(stream, walking("ann", range(25, 35)))  # 5 s later at 5 fps: beyond max_lost_s
+    before = first[-1].observations[0].track
+    after = back[-1].observations[0].track
+    assert before.track_id != after.track_id
+    assert before.identity is not None and after.identity is not None
+    assert after.identity.identity_id == before.identity.identity_id
+    ended = [e for out in back for e in out.lifecycle if e.kind == "track_ended"]
+    assert ended and ended[0].track is not None and ended[0].track.end_reason == "lost"
+
+
+def test_two_people_get_two_identities_and_an_enrolled_person_is_named() -> None:
+    gallery = Gallery()
+    now = time.time()
+    gallery.put(
+        IdentityEntry(
+            identity_id="id-bob", name="Bob", kind=IdentityKind.ENROLLED, embeddings=PEOPLE["bob"][None],
+            origin_stream="", source="photos:1", created_s=now, updated_s=now, last_seen_s=now,
+        )
+    )  # fmt: skip
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    frames = [
+        (
+            s,
+            [
+                face("ann", 10.0 + 2 * s, s, analyzed=s % 5 == 0),
+                face("bob", 400.0 - 2 * s, s, analyzed=s % 5 == 0, index=1),
+            ],
+        )
+        for s in range(10)
+    ]
+    outs = run(stream, frames)
+    ann, bob = (o.track for o in outs[-1].observations)
+    assert ann.identity is not None and bob.identity is not None
+    assert ann.identity.kind is IdentityKind.ANONYMOUS
+    assert (bob.identity.identity_id, bob.identity.name) == ("id-bob", "Bob")
+    assert bob.identity.distance < 0.3
+
+
+def test_forgetting_an_identity_removes_it_from_tracks_and_later_observations() -> None:
+    gallery = Gallery()
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    outs = run(stream, walking("ann", range(0, 6)))
+    identity = outs[-1].observations[0].track.identity
+    assert identity is not None
+    gallery.remove(identity.identity_id)
+    assert stream.forget_identity(identity.identity_id) == ["t1"]
+    later = run(stream, [(6, [face("ann", 34.0, 6, analyzed=False)])])
+    assert later[0].observations[0].track.identity is None
+
+
+def test_repeats_are_dropped_and_the_end_of_stream_ends_every_track() -> None:
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    run(stream, walking("ann", range(0, 3)))
+    assert stream.apply(FrameIn(seq=2, t=0.4, capture_ns=0)).repeat
+    end = stream.apply(FrameIn(seq=3, t=0.6, capture_ns=0, end_of_stream=True))
+    assert [e.kind for e in end.lifecycle] == ["track_ended", "stream_ended"]
+    assert stream.duplicates == 1 and stream.stream_ended
+    # a stream that starts again (its pts from 0) goes on with new track ids
+    again = run(stream, [(4, [face("ann", 10.0, 4, analyzed=True)])])
+    assert again[0].observations[0].track_id == "t2"
+
+
+def test_snapshot_restore_continues_exactly_as_the_original() -> None:
+    gallery = Gallery()
+    original = StreamAnalytics("cam", StreamConfig(), gallery, clock=lambda: 1000.0)
+    frames = walking("ann", range(0, 30))
+    run(original, frames[:12])
+    snapshot = json.loads(json.dumps(original.snapshot()))
+    restored = StreamAnalytics.restore(snapshot, StreamConfig(), gallery, clock=lambda: 1000.0)
+    a = run(original, frames[12:])
+    b = run(restored, frames[12:])
+    for x, y in zip(a, b, strict=True):
+        assert [(o.track_id, o.track.identity, o.track.observations) for o in x.observations] == [
+            (o.track_id, o.track.identity, o.track.observations) for o in y.observations
+        ]
+        assert [e.kind for e in x.lifecycle] == [e.kind for e in y.lifecycle]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "message"),
+    [({"version": 99}, "expected version 1"), ({"version": 1}, "malformed"), ([], "expected version 1")],
+)
+def test_a_malformed_snapshot_is_refused(snapshot: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StreamAnalytics.restore(snapshot, StreamConfig(), Gallery())  # type: ignore[arg-type]
