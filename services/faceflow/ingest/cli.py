@@ -130,8 +130,10 @@ class _IngestProcess:
 def run(args: argparse.Namespace) -> int:
     from faceflow.ingest.runner import SourceState  # noqa: PLC0415 - fast --help
     from faceflow.service.main import run_service  # noqa: PLC0415
+    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415
 
     config = config_from_args(args)
+    setup_tracing("faceflow-ingest")
     process = _IngestProcess(config)
 
     def started() -> None:
@@ -146,15 +148,18 @@ def run(args: argparse.Namespace) -> int:
         why = "all sources done" if why == "done" else "duration reached" if why == "duration" else why
         print(f"faceflow ingest: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
 
-    code = run_service(
-        process,
-        name="ingest",
-        grace_s=config.grace_s,
-        duration_s=args.duration,
-        until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
-        on_started=started,
-        on_stopping=stopping,
-    )
+    try:
+        code = run_service(
+            process,
+            name="ingest",
+            grace_s=config.grace_s,
+            duration_s=args.duration,
+            until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
+            on_started=started,
+            on_stopping=stopping,
+        )
+    finally:
+        shutdown_tracing()
     failed = 0
     for s in process.service.list_sources():
         failed += s.state is SourceState.FAILED

@@ -68,10 +68,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def __init__(self, service: IngestService) -> None:
         self.service = service
 
-    def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:  # noqa: N802
+    def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:
         return self.service.push(request_iterator, trace=trace_parent_of(context))
 
-    def StartSource(  # noqa: N802
+    def StartSource(
         self, request: ingest_pb2.StartSourceRequest, context: Any
     ) -> ingest_pb2.StartSourceResponse:
         if not request.HasField("spec"):
@@ -79,12 +79,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         spec = SourceConfig.from_proto(request.spec, self.service.config)
         return ingest_pb2.StartSourceResponse(status=to_status(self.service.start_source(spec)))
 
-    def StopSource(  # noqa: N802
+    def StopSource(
         self, request: ingest_pb2.StopSourceRequest, context: Any
     ) -> ingest_pb2.StopSourceResponse:
         return ingest_pb2.StopSourceResponse(status=to_status(self.service.stop_source(request.stream_id)))
 
-    def ListSources(  # noqa: N802
+    def ListSources(
         self, request: ingest_pb2.ListSourcesRequest, context: Any
     ) -> ingest_pb2.ListSourcesResponse:
         return ingest_pb2.ListSourcesResponse(sources=[to_status(s) for s in self.service.list_sources()])

@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from kafka.errors import KafkaError, KafkaTimeoutError
+from opentelemetry.trace import SpanKind
 
 from faceflow.ingest.errors import IngestError
 from faceflow.ingest.frames import EncodedFrame
 from faceflow.ingest.metrics import DropCause, IngestMetrics
 from faceflow.kafka.clients import make_producer
 from faceflow.kafka.headers import HeaderList, TraceParent, message_headers
+from faceflow.service.tracing import start_span, traceparent_of_span
 from faceflow.v1 import frame_pb2
 
 logger = logging.getLogger(__name__)
@@ -251,7 +253,19 @@ class KafkaFrameSink:
                 f"{self._window.frames} frames ({self._window.used} bytes) still wait for the broker's "
                 f"acknowledgement after {self._block_s:.1f} s",
             )
-        headers: HeaderList = message_headers(FRAME_TYPE, trace or self._new_trace())
+        span = start_span(
+            "ingest frame",
+            trace,
+            kind=SpanKind.PRODUCER,
+            attributes={"faceflow.stream_id": frame.stream_id, "faceflow.seq": frame.seq},
+            component="faceflow.ingest",
+        )
+        context = traceparent_of_span(span)
+        if context is None or (trace is not None and context.span_id == trace.span_id):
+            context = (
+                trace.child() if trace is not None else self._new_trace()
+            )  # no tracer provider configured
+        headers: HeaderList = message_headers(FRAME_TYPE, context)
         started = time.monotonic()
         try:
             future = self._producer.send(
@@ -259,9 +273,11 @@ class KafkaFrameSink:
             )
         except KafkaTimeoutError as exc:
             self._window.release(size)
+            span.end()
             self._refuse(frame, DropCause.BROKER_TIMEOUT, f"the producer could not send: {exc}")
         except KafkaError as exc:
             self._window.release(size)
+            span.end()
             self._refuse(frame, DropCause.DELIVERY_FAILED, f"the producer refused the frame: {exc}")
         done = [False]  # report once, whichever callback comes first (both run in the I/O thread)
 
@@ -270,6 +286,7 @@ class KafkaFrameSink:
                 return
             done[0] = True
             self._window.release(size)
+            span.end()
             latency = time.monotonic() - started
             self._metrics.produced(frame.stream_id, latency)
             if on_delivery is not None:
@@ -280,6 +297,7 @@ class KafkaFrameSink:
                 return
             done[0] = True
             self._window.release(size)
+            span.end()
             self._metrics.drop(frame.stream_id, DropCause.DELIVERY_FAILED)
             logger.warning(
                 "stream %s seq %d: the broker did not acknowledge the frame: %s",

@@ -79,3 +79,41 @@ def make_consumer(
 def header_dict(headers: HeaderList | None) -> Mapping[str, bytes]:
     """Kafka record headers as a dict (the last value wins for a repeated key)."""
     return {key: value for key, value in (headers or [])}
+
+
+def wait_for_topics(
+    producer: KafkaProducer, topics: Iterable[str], *, bootstrap: str, timeout_s: float
+) -> dict[str, int]:
+    """Wait until the broker answers and every topic exists; return their partition counts.
+
+    Raises:
+        ServiceStartError: the broker did not answer, or a topic is missing, within ``timeout_s``.
+    """
+    import time  # noqa: PLC0415
+
+    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+    from faceflow.errors import ServiceStartError  # noqa: PLC0415
+
+    wanted = list(topics)
+    found: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for topic in wanted:
+            if topic in found:
+                continue
+            try:
+                partitions = producer.partitions_for(topic)
+            except KafkaTimeoutError:
+                partitions = None
+            if partitions:
+                found[topic] = len(partitions)
+        if len(found) == len(wanted):
+            return found
+        if time.monotonic() >= deadline:
+            missing = [t for t in wanted if t not in found]
+            raise ServiceStartError(
+                f"the Kafka broker at {bootstrap} did not report topics {missing} within {timeout_s:.0f} s: "
+                "is the broker up (faceflow dev up) and are the topics created?"
+            )
+        time.sleep(0.2)

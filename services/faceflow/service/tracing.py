@@ -1,0 +1,216 @@
+"""OpenTelemetry tracing for every service: one trace per frame, across processes.
+
+The W3C ``traceparent`` travels in Kafka headers (and gRPC metadata); each hop starts a span whose
+parent is the incoming context, and writes its own span's context into the headers it produces:
+ingest -> Kafka -> analyzer (with a child span for the Triton call) -> Kafka -> aggregator -> Kafka
+-> subscriber delivery.
+
+Exporters are configured the standard way (``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or
+``none``; the OTLP endpoint from ``OTEL_EXPORTER_OTLP_ENDPOINT``...), plus
+``FACEFLOW_TRACE_FILE=PATH``: one JSON object per finished span, appended to a local file (the
+local runs' exporter). Without either, spans are created (contexts still propagate) but not
+exported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from faceflow.errors import ConfigError
+from faceflow.kafka.headers import TRACEPARENT, HeaderList, TraceParent
+
+logger = logging.getLogger(__name__)
+
+TRACE_FILE_ENV = "FACEFLOW_TRACE_FILE"
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON line (trace id, span id, parent, name, times, attrs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for span in spans:
+            ctx = span.get_span_context()
+            parent = span.parent
+            if ctx is None:
+                continue
+            lines.append(
+                json.dumps(
+                    {
+                        "trace_id": f"{ctx.trace_id:032x}",
+                        "span_id": f"{ctx.span_id:016x}",
+                        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+                        "name": span.name,
+                        "kind": span.kind.name,
+                        "service": span.resource.attributes.get("service.name"),
+                        "start_ns": span.start_time,
+                        "end_ns": span.end_time,
+                        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
+                        "status": span.status.status_code.name,
+                    },
+                    separators=(",", ":"),
+                )
+            )
+        with self._lock, self.path.open("a") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+
+
+_configured: TracerProvider | None = None
+
+
+def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> TracerProvider:
+    """Install the process's tracer provider for ``service`` (once; later calls return it).
+
+    Raises:
+        ConfigError: ``OTEL_TRACES_EXPORTER=otlp`` without the OTLP exporter package installed, or an
+            unknown exporter name.
+    """
+    global _configured  # noqa: PLW0603 - one provider per process, as OpenTelemetry expects
+    if _configured is not None:
+        return _configured
+    env = os.environ if env is None else env
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    exporters = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    for name in exporters:
+        if name == "none":
+            continue
+        if name == "console":
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        elif name == "otlp":
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                    OTLPSpanExporter,
+                )
+            except ImportError as exc:
+                raise ConfigError(
+                    "OTEL_TRACES_EXPORTER=otlp: the OTLP exporter is not installed "
+                    "(pip install opentelemetry-exporter-otlp-proto-http)"
+                ) from exc
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        else:
+            raise ConfigError(f"OTEL_TRACES_EXPORTER: expected otlp, console or none, got {name!r}")
+    trace_file = env.get(TRACE_FILE_ENV)
+    if trace_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(Path(trace_file))))
+    trace.set_tracer_provider(provider)
+    _configured = provider
+    logger.info(
+        "tracing for %s: exporters %s%s",
+        service,
+        exporters or ["none"],
+        f", file {trace_file}" * bool(trace_file),
+    )
+    return provider
+
+
+def shutdown_tracing() -> None:
+    if _configured is not None:
+        _configured.force_flush(5000)
+        _configured.shutdown()
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def parent_context(parent: TraceParent | None) -> Any:
+    """An OpenTelemetry context whose current span is the remote ``parent`` (None: a new trace)."""
+    if parent is None:
+        return None
+    ctx = SpanContext(
+        trace_id=int(parent.trace_id, 16),
+        span_id=int(parent.span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(parent.flags, 16)),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def traceparent_of_headers(headers: HeaderList | None) -> TraceParent | None:
+    """The ``traceparent`` of Kafka headers (None when absent or malformed)."""
+    for key, value in headers or ():
+        if key == TRACEPARENT:
+            try:
+                return TraceParent.parse(value)
+            except ValueError:
+                return None
+    return None
+
+
+def traceparent_of_span(span: trace.Span) -> TraceParent | None:
+    """The span's context as a ``traceparent`` (None for a span without one: no tracer provider)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return TraceParent(
+        trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}", flags=f"{int(ctx.trace_flags):02x}"
+    )
+
+
+@contextmanager
+def child_span(
+    name: str,
+    parent: TraceParent | None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    component: str = "faceflow",
+) -> Iterator[trace.Span]:
+    """A span under the remote ``parent`` (or a new trace), ended when the block leaves."""
+    with tracer(component).start_as_current_span(
+        name, context=parent_context(parent), kind=kind, attributes=dict(attributes or {})
+    ) as span:
+        yield span
+
+
+def start_span(
+    name: str,
+    parent: TraceParent | None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    start_ns: int | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    component: str = "faceflow",
+) -> trace.Span:
+    """A span the caller ends itself (``span.end(end_ns)``): for work that spans a batch."""
+    return tracer(component).start_span(
+        name,
+        context=parent_context(parent),
+        kind=kind,
+        start_time=start_ns,
+        attributes=dict(attributes or {}),
+    )
