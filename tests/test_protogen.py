@@ -16,7 +16,18 @@ def test_contract_services_and_messages_exist() -> None:
     assert [m.name for m in ingest.methods] == ["PushFrames", "StartSource", "StopSource", "ListSources"]
     assert ingest.methods_by_name["PushFrames"].client_streaming
     agg = aggregator_pb2.DESCRIPTOR.services_by_name["Aggregator"]
-    assert [m.name for m in agg.methods] == ["Subscribe", "GetTrack", "ListTracks", "GetStream"]
+    assert [m.name for m in agg.methods] == [
+        "Subscribe",
+        "GetTrack",
+        "ListTracks",
+        "GetStream",
+        "ListStreams",
+        "EnrollIdentity",
+        "NameIdentity",
+        "ListIdentities",
+        "GetIdentity",
+        "ForgetIdentity",
+    ]
     assert agg.methods_by_name["Subscribe"].server_streaming
     face = analysis_pb2.FaceAnalysis.DESCRIPTOR.fields_by_name
     for field in (
@@ -33,6 +44,8 @@ def test_contract_services_and_messages_exist() -> None:
         "race",
         "parsing",
         "embedding",
+        "analyzed",
+        "results_seq",
     ):
         assert field in face, field
     assert "models" in analysis_pb2.FrameAnalysis.DESCRIPTOR.fields_by_name

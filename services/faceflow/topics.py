@@ -25,6 +25,8 @@ FRAME_ENVELOPE_HEADROOM = 64 * 1024
 FRAME_PAYLOAD_LIMIT = FRAMES_MAX_MESSAGE_BYTES - FRAME_ENVELOPE_HEADROOM
 #: Analyses carry per-face parsing masks (224x224 class ids), so they get the same room.
 ANALYSES_MAX_MESSAGE_BYTES = 8 * MIB
+#: A stream's checkpoint (tracks, fused results, identity descriptors; zlib JSON).
+AGGREGATOR_STATE_MAX_BYTES = 8 * MIB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +96,7 @@ AGGREGATOR_STATE = TopicSpec(
     partitions=6,
     configs={
         "cleanup.policy": "compact",
-        "max.message.bytes": str(8 * MIB),
+        "max.message.bytes": str(AGGREGATOR_STATE_MAX_BYTES),
         "min.compaction.lag.ms": "0",
         "segment.ms": str(HOUR_MS),
     },

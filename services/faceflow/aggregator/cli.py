@@ -1,0 +1,218 @@
+"""``faceflow aggregator`` (the service) and ``faceflow identities`` (the gallery, over gRPC).
+
+Aggregator settings come from ``FACEFLOW_AGGREGATOR_*`` variables (and ``FACEFLOW_KAFKA_BOOTSTRAP``,
+``FACEFLOW_TRITON_URL``), then these flags. On SIGTERM it reports NOT_SERVING, finishes the batch,
+commits what its checkpoints cover, leaves its group and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faceflow.aggregator.config import AggregatorConfig
+
+AGGREGATOR_URL_ENV = "FACEFLOW_AGGREGATOR_URL"
+DEFAULT_AGGREGATOR_URL = "127.0.0.1:50053"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "aggregator",
+        help="analyses topic -> tracks, identities, fused results -> faces topic and the Aggregator gRPC API",
+        description="Track faces per stream, link tracks to enrolled or anonymous identities, fuse results "
+        "per track, publish FaceEvents to faceflow.faces.v1 and serve faceflow.v1.Aggregator. Flags override "
+        "FACEFLOW_AGGREGATOR_* variables.",
+    )
+    p.add_argument(
+        "--kafka-bootstrap", help="broker list (default $FACEFLOW_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
+    )
+    p.add_argument(
+        "--triton-url", help="Triton gRPC for enrolment (default $FACEFLOW_TRITON_URL or 127.0.0.1:8001)"
+    )
+    p.add_argument("--group-id", help="consumer group (default faceflow-aggregator)")
+    p.add_argument("--instance-id", help="static group membership id")
+    for topic in ("analyses", "faces", "state", "identities", "dlq"):
+        p.add_argument(f"--{topic}-topic", help=f"the {topic} topic (default: faceflow's)")
+    p.add_argument("--cross-stream", action="store_true", help="link anonymous identities across streams")
+    p.add_argument("--publish-embeddings", action="store_true", help="put embeddings on the faces topic")
+    p.add_argument(
+        "--match-threshold", type=float, help="embedding distance to join an identity (default 0.5)"
+    )
+    p.add_argument(
+        "--checkpoint-frames", type=int, help="checkpoint a partition every this many frames (default 50)"
+    )
+    p.add_argument("--grpc-host", help="gRPC listen address (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port, 0 picks a free one (default 50053)")
+    p.add_argument("--metrics-host", help="metrics listen address (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port, 0 picks a free one (default 9466)"
+    )
+    p.add_argument("--grace-s", type=float, help="seconds to finish on SIGTERM (default 10)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(handler=run)
+
+    ids = sub.add_parser("identities", help="the gallery: enroll from photos, name, list, forget (over gRPC)")
+    ids.add_argument(
+        "--aggregator",
+        default=os.environ.get(AGGREGATOR_URL_ENV, DEFAULT_AGGREGATOR_URL),
+        help=f"an aggregator's gRPC host:port (default ${AGGREGATOR_URL_ENV} or {DEFAULT_AGGREGATOR_URL})",
+    )
+    ids.add_argument(
+        "--timeout", type=float, default=120.0, help="deadline of the call, seconds (default 120)"
+    )
+    actions = ids.add_subparsers(dest="identities_command", metavar="ACTION", required=True)
+    enroll = actions.add_parser("enroll", help="build an identity from photos (one face each)")
+    enroll.add_argument("name")
+    enroll.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    enroll.set_defaults(handler=_enroll)
+    name = actions.add_parser("name", help="name an anonymous identity (with what the cameras collected)")
+    name.add_argument("identity_id")
+    name.add_argument("name")
+    name.set_defaults(handler=_name)
+    show = actions.add_parser("list", help="enrolled and named identities (--all: anonymous too)")
+    show.add_argument("--all", action="store_true", help="include anonymous identities")
+    show.set_defaults(handler=_list)
+    forget = actions.add_parser(
+        "forget", help="erase an identity (id or name) from the gallery and the trackers"
+    )
+    forget.add_argument("identity", metavar="NAME|ID")
+    forget.set_defaults(handler=_forget)
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> AggregatorConfig:
+    from faceflow.aggregator.config import AggregatorConfig  # noqa: PLC0415 - fast --help
+
+    return AggregatorConfig.from_env(env).with_overrides(
+        kafka_bootstrap=args.kafka_bootstrap,
+        triton_url=args.triton_url,
+        group_id=args.group_id,
+        instance_id=args.instance_id,
+        analyses_topic=args.analyses_topic,
+        faces_topic=args.faces_topic,
+        state_topic=args.state_topic,
+        identities_topic=args.identities_topic,
+        dlq_topic=args.dlq_topic,
+        cross_stream=True if args.cross_stream else None,
+        publish_embeddings=True if args.publish_embeddings else None,
+        match_threshold=args.match_threshold,
+        checkpoint_frames=args.checkpoint_frames,
+        grpc_host=args.grpc_host,
+        grpc_port=args.grpc_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        grace_s=args.grace_s,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from faceflow.aggregator.service import AggregatorService  # noqa: PLC0415 - fast --help
+    from faceflow.service.main import run_service  # noqa: PLC0415
+    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415
+
+    config = config_from_args(args)
+    setup_tracing("faceflow-aggregator")
+    service = AggregatorService(config)
+
+    def started() -> None:
+        port = service.server.port if service.server else config.grpc_port
+        print(  # noqa: T201 - the CLI's user-facing output
+            f"faceflow aggregator: {config.analyses_topic} -> {config.faces_topic}; "
+            f"gRPC {config.grpc_host}:{port}; metrics http://{config.metrics_host}:{service.metrics.port}/metrics",
+            flush=True,
+        )
+
+    def stopping(why: str) -> None:
+        print(f"faceflow aggregator: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
+
+    try:
+        return run_service(
+            service,
+            name="aggregator",
+            grace_s=config.grace_s,
+            duration_s=args.duration,
+            on_started=started,
+            on_stopping=stopping,
+        )
+    finally:
+        shutdown_tracing()
+
+
+# -- faceflow identities --------------------------------------------------------------------------
+
+
+def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
+    import grpc  # noqa: PLC0415
+
+    from faceflow.errors import FaceflowError  # noqa: PLC0415
+    from faceflow.v1 import aggregator_pb2_grpc  # noqa: PLC0415
+
+    with grpc.insecure_channel(
+        args.aggregator, options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
+    ) as channel:
+        stub = aggregator_pb2_grpc.AggregatorStub(channel)
+        try:
+            return getattr(stub, method)(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code().name if exc.code() else "UNKNOWN"
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                detail = f"no aggregator answers at {args.aggregator} ({exc.details()}): is it running?"
+            else:
+                detail = exc.details() or code
+            raise FaceflowError(f"{method}: {code}: {detail}") from None
+
+
+def _describe(identity: Any) -> str:
+    from faceflow.v1 import identity_pb2  # noqa: PLC0415
+
+    kind = identity_pb2.IdentityKind.Name(identity.kind).removeprefix("IDENTITY_KIND_").lower()
+    name = identity.name or "(anonymous)"
+    return f"{identity.identity_id}  {name}  {kind}, {identity.embeddings} embeddings, {identity.source}"
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from faceflow.errors import FaceflowError  # noqa: PLC0415
+    from faceflow.v1 import aggregator_pb2  # noqa: PLC0415
+
+    images = []
+    for path in args.images:
+        try:
+            images.append(path.read_bytes())
+        except OSError as exc:
+            raise FaceflowError(f"{path}: cannot read the photo: {exc.strerror or exc}") from exc
+    reply = _call(args, "EnrollIdentity", aggregator_pb2.EnrollIdentityRequest(name=args.name, images=images))
+    print(f"enrolled {_describe(reply.identity)}")  # noqa: T201
+    return 0
+
+
+def _name(args: argparse.Namespace) -> int:
+    from faceflow.v1 import aggregator_pb2  # noqa: PLC0415
+
+    reply = _call(
+        args, "NameIdentity", aggregator_pb2.NameIdentityRequest(identity_id=args.identity_id, name=args.name)
+    )
+    print(f"named {_describe(reply.identity)}")  # noqa: T201
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from faceflow.v1 import aggregator_pb2  # noqa: PLC0415
+
+    reply = _call(args, "ListIdentities", aggregator_pb2.ListIdentitiesRequest(include_anonymous=args.all))
+    for identity in reply.identities:
+        print(_describe(identity))  # noqa: T201
+    if not reply.identities:
+        print("no identities" + ("" if args.all else " (--all shows anonymous ones)"), file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from faceflow.v1 import aggregator_pb2  # noqa: PLC0415
+
+    reply = _call(args, "ForgetIdentity", aggregator_pb2.ForgetIdentityRequest(identity=args.identity))
+    print(f"forgot {', '.join(reply.forgotten_ids)}")  # noqa: T201
+    return 0

@@ -1,0 +1,127 @@
+"""The aggregator's one config object: ``FACEFLOW_AGGREGATOR_*`` variables, then flags.
+
+Every field is also the variable ``FACEFLOW_AGGREGATOR_<FIELD>`` (upper case), except the mesh-wide
+``FACEFLOW_KAFKA_BOOTSTRAP`` and ``FACEFLOW_TRITON_URL`` (Triton is used for enrolment from photos).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from faceflow import topics
+from faceflow.errors import ConfigError
+from faceflow.service.config import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_TRITON_URL,
+    KAFKA_BOOTSTRAP_ENV,
+    TRITON_URL_ENV,
+    ConfigMixin,
+    load_env,
+)
+
+ENV_PREFIX = "FACEFLOW_AGGREGATOR_"
+
+
+class AggregatorConfigError(ConfigError, ValueError):
+    """An aggregator setting is invalid."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregatorConfig(ConfigMixin):
+    """Everything ``faceflow aggregator`` needs; see docs/aggregator.md for what each setting trades."""
+
+    kafka_bootstrap: str = DEFAULT_BOOTSTRAP
+    triton_url: str = DEFAULT_TRITON_URL
+    analyses_topic: str = topics.ANALYSES.name
+    faces_topic: str = topics.FACES.name
+    state_topic: str = topics.AGGREGATOR_STATE.name
+    identities_topic: str = topics.IDENTITIES.name
+    #: Analyses that are not one (poison) go here with the reason, as the analyzer's poison frames do.
+    dlq_topic: str = topics.FRAMES_DLQ.name
+    group_id: str = "faceflow-aggregator"
+    instance_id: str = ""
+    client_id: str = "faceflow-aggregator"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50053
+    grpc_workers: int = 32
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9466
+    #: Link anonymous identities across streams (a person seen on camera A is known on camera B).
+    cross_stream: bool = False
+    #: Put embeddings on the public faces topic (privacy default: off).
+    publish_embeddings: bool = False
+    #: Largest embedding distance at which a track joins an identity (dlib: same person < 0.4).
+    match_threshold: float = 0.5
+    #: A partition's streams are checkpointed after this many frames or seconds, whichever first.
+    checkpoint_frames: int = 50
+    checkpoint_interval_s: float = 5.0
+    #: Streams whose state a replica keeps; beyond, the least recently seen is checkpointed, dropped.
+    max_streams: int = 2048
+    max_batch: int = 64
+    #: Events queued per subscriber before the oldest are dropped (and a Gap reports how many).
+    subscriber_queue: int = 1000
+    max_subscribers: int = 256
+    grace_s: float = 10.0
+    session_timeout_ms: int = 30_000
+
+    def __post_init__(self) -> None:
+        for name in ("kafka_bootstrap", "triton_url"):
+            value = getattr(self, name)
+            for part in value.split(","):
+                host, sep, port = part.strip().rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise AggregatorConfigError(f"{name}: expected host:port[,host:port...], got {value!r}")
+        for name in (
+            "analyses_topic",
+            "faces_topic",
+            "state_topic",
+            "identities_topic",
+            "group_id",
+            "client_id",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 0 < len(value) <= 249:
+                raise AggregatorConfigError(f"{name}: expected a name of 1..249 characters, got {value!r}")
+        for name in ("grpc_port", "metrics_port"):
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise AggregatorConfigError(
+                    f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}"
+                )
+        for name, low in (
+            ("grpc_workers", 4),
+            ("checkpoint_frames", 1),
+            ("max_streams", 1),
+            ("max_batch", 1),
+            ("subscriber_queue", 10),
+            ("max_subscribers", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise AggregatorConfigError(f"{name}: expected an int >= {low}, got {value!r}")
+        if not 0 < self.match_threshold < 2:
+            raise AggregatorConfigError(
+                f"match_threshold: expected a distance in (0, 2), got {self.match_threshold!r}"
+            )
+        for name in ("checkpoint_interval_s", "grace_s"):
+            if getattr(self, name) <= 0:
+                raise AggregatorConfigError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AggregatorConfig:
+        """The config from ``FACEFLOW_AGGREGATOR_*`` and the mesh-wide variables.
+
+        Raises:
+            AggregatorConfigError: a variable cannot be parsed or a value is out of range.
+        """
+        env = os.environ if env is None else env
+        values = load_env(
+            cls, env, prefix=ENV_PREFIX, skip=("kafka_bootstrap", "triton_url"), error=AggregatorConfigError
+        )
+        if env.get(KAFKA_BOOTSTRAP_ENV):
+            values["kafka_bootstrap"] = env[KAFKA_BOOTSTRAP_ENV]
+        if env.get(TRITON_URL_ENV):
+            values["triton_url"] = env[TRITON_URL_ENV]
+        return cls(**values)
