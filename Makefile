@@ -12,7 +12,7 @@ BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server bench bench-ingest bench-pipeline
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -61,22 +61,31 @@ rtsp-server:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null; fi
 
-tools: $(BUF) rtsp-server
+# Debian's Chromium: the test that opens report.html in a real headless browser. Installed once with
+# apt (root or sudo); a machine that has it is left alone.
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "==> headless browser (Debian chromium): present"; \
+	elif ! command -v apt-get >/dev/null; then echo "==> no apt-get: install chromium yourself (the report test needs it)"; \
+	else echo "==> installing Debian's chromium with apt (the report's browser test)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; fi
+
+tools: $(BUF) rtsp-server browser
 
 setup: venv runtime-deps models tools
 
 lint: venv tools
 	@echo "==> lint: ruff, mypy, import contracts, buf lint, generated code up to date"
-	$(VENV)/bin/ruff check services tests bench triton_repo
-	$(VENV)/bin/ruff format --check services tests bench triton_repo
+	$(VENV)/bin/ruff check services tests bench triton_repo k8s/scripts k8s/components
+	$(VENV)/bin/ruff format --check services tests bench triton_repo k8s/scripts k8s/components
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(BUF) lint
 	$(PY) -m faceflow.protogen --check
 
 format: venv
-	$(VENV)/bin/ruff format services tests bench triton_repo
-	$(VENV)/bin/ruff check --fix services tests bench triton_repo
+	$(VENV)/bin/ruff format services tests bench triton_repo k8s/scripts k8s/components
+	$(VENV)/bin/ruff check --fix services tests bench triton_repo k8s/scripts k8s/components
 
 protos: venv
 	$(PY) -m faceflow.protogen
@@ -95,7 +104,31 @@ bench-pipeline: venv runtime-deps models
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0 requests
 	$(PY) bench/pipeline.py --quick
 
-bench: bench-ingest bench-pipeline
+bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule
+
+bench-analyzer: venv runtime-deps models
+	@echo "==> analyzer benchmark: frames/s topic to topic vs direct face_pipeline calls (bench/results/analyzer.json)"
+	$(PY) bench/analyzer.py --quick
+
+bench-tracker: venv
+	$(PY) bench/tracker.py --quick
+
+bench-schedule: venv runtime-deps models
+	$(PY) bench/schedule.py --quick
+
+# Only on a machine with a CUDA GPU (it needs nothing but PyTorch there): FaceXFormer fp32 vs fp16.
+bench-gpu: venv
+	$(PY) bench/facexformer_gpu.py
+
+# The Kubernetes manifests: kustomize build every overlay, validate (Kubernetes + Strimzi + KEDA
+# schemas), lint (kube-score). `make test` runs the same through tests/k8s.
+k8s-check: venv
+	k8s/check.sh
+
+# The authors' FaceXFormer checkpoint from its model hub (needs the network once); `make models`
+# then builds with it.
+weights: venv
+	$(VENV)/bin/faceflow models fetch
 
 bench-ingest: venv runtime-deps
 	@echo "==> ingest benchmark: frames/s with Kafka vs the same loop without (bench/results/ingest.json)"

@@ -21,8 +21,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     from faceflow import demo  # noqa: PLC0415 - keep `faceflow --help` fast
+    from faceflow.aggregator import cli as aggregator_cli  # noqa: PLC0415
+    from faceflow.analyzer import cli as analyzer_cli  # noqa: PLC0415
     from faceflow.ingest import cli as ingest_cli  # noqa: PLC0415
     from faceflow.models import build as models_build  # noqa: PLC0415
+    from faceflow.run import democlip  # noqa: PLC0415
     from faceflow.runtime import cli as runtime_cli  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
@@ -39,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runtime_cli.register(sub)
     ingest_cli.register(sub)
+    analyzer_cli.register(sub)
+    aggregator_cli.register(sub)
     models_build.register(sub)
     demo.register(sub)
+    democlip.register(sub)
     return parser
 
 

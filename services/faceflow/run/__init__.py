@@ -1,0 +1,1 @@
+"""faceflow run and the demo: orchestration and outputs."""
