@@ -229,7 +229,8 @@ def register(sub: Any) -> None:
         default=Path(os.environ["FACEFLOW_FACEXFORMER_WEIGHTS"])
         if os.environ.get("FACEFLOW_FACEXFORMER_WEIGHTS")
         else None,
-        help="the authors' released checkpoint (.pt with state_dict_backbone); default: random-init, flagged",
+        help="the authors' released checkpoint (.pt with state_dict_backbone); default: the one "
+        "`faceflow models fetch` downloaded ($FACEFLOW_WEIGHTS_DIR, build/weights), else random-init",
     )
     b.add_argument(
         "--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization (CPU)"
@@ -240,6 +241,9 @@ def register(sub: Any) -> None:
     b.add_argument("--threshold", type=float, default=0.5, help="CenterFace score threshold (default 0.5)")
     b.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: its default)")
     b.set_defaults(handler=_build)
+    from faceflow.models.fetch import register_fetch  # noqa: PLC0415 - keep `faceflow --help` fast
+
+    register_fetch(models_sub)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -248,13 +252,20 @@ def _build(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ConfigError(f"expected 0 < --threshold < 1, got {args.threshold}")
     variants: tuple[Variant, ...] = triton_config.VARIANTS if args.variant == "all" else (args.variant,)
+    from faceflow.models.fetch import DEFAULT_WEIGHTS_DIR, fetched_checkpoint  # noqa: PLC0415
+
+    weights = args.facexformer_weights or fetched_checkpoint(
+        Path(os.environ.get("FACEFLOW_WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR)
+    )
+    if weights is not None and args.facexformer_weights is None:
+        print(f"using the checkpoint `faceflow models fetch` downloaded: {weights}")  # noqa: T201
     try:
         build(
             out=args.out.absolute(),
             source=args.source.absolute(),
             variants=variants,
             backbone=args.backbone,
-            weights=args.facexformer_weights,
+            weights=weights,
             quantize=args.quantize,
             overrides={
                 "max_faces": args.max_faces,
