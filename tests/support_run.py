@@ -11,6 +11,7 @@ import io
 import math
 import zlib
 from collections.abc import Sequence
+from html.parser import HTMLParser
 from typing import Any
 
 import numpy as np
@@ -450,3 +451,62 @@ def textured_frames(n: int, width: int = 320, height: int = 240) -> list[tuple[i
     checker = (((xx // 4) + (yy // 4)) % 2 * 200 + 28).astype(np.uint8)
     image = jpeg(np.stack([checker, checker, checker], axis=2))
     return [(seq, seq / FPS, image) for seq in range(n)]
+
+
+# --- reading report.html back (the browser tests) ------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+INSTALL_HINT = (
+    "install it with `apt-get update && apt-get install -y chromium` (the Makefile's test setup does)"
+)
+
+
+class Page(HTMLParser):
+    """Tags, table rows (cell texts) by table id, and attributes of every tag."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.row_attrs: dict[str, list[dict[str, str | None]]] = {}
+        self.text: list[str] = []
+        self._table: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_tbody = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "table":
+            self._table.append(a.get("id") or f"table{len(self.tables)}")
+            self.tables.setdefault(self._table[-1], [])
+        elif tag == "tbody":
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody and self._table:
+            self.tables[self._table[-1]].append([])
+            self.row_attrs.setdefault(self._table[-1], []).append(a)
+        elif tag == "td" and self._in_tbody:
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self._table:
+            self._table.pop()
+        elif tag == "tbody":
+            self._in_tbody = False
+        elif tag == "td" and self._cell is not None and self._table:
+            self.tables[self._table[-1]][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(document: str) -> Page:
+    page = Page()
+    page.feed(document)
+    page.close()
+    return page

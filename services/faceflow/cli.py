@@ -1,8 +1,9 @@
 """The ``faceflow`` command: one entry point for every deployable and for the local runtime.
 
 Each subcommand family registers itself from its own module (``faceflow.runtime.cli`` for
-``faceflow dev``, ``faceflow.demo`` for ``faceflow demo``). Any :class:`FaceflowError` becomes a
-clear one-paragraph message and exit status 2, never a bare stack trace; ``--debug`` shows the trace.
+``faceflow dev``, ``faceflow.run.cli`` for ``faceflow run`` and ``faceflow demo``...). Any
+:class:`FaceflowError` becomes a clear one-paragraph message and exit status 2, never a bare stack
+trace; ``--debug`` shows the trace.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceflow import demo  # noqa: PLC0415 - keep `faceflow --help` fast
     from faceflow.aggregator import cli as aggregator_cli  # noqa: PLC0415
     from faceflow.analyzer import cli as analyzer_cli  # noqa: PLC0415
     from faceflow.ingest import cli as ingest_cli  # noqa: PLC0415
     from faceflow.models import build as models_build  # noqa: PLC0415
-    from faceflow.run import democlip  # noqa: PLC0415
+    from faceflow.run import cli as run_cli  # noqa: PLC0415 - keep `faceflow --help` fast
+    from faceflow.run import democlip, watch  # noqa: PLC0415
     from faceflow.runtime import cli as runtime_cli  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
@@ -45,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyzer_cli.register(sub)
     aggregator_cli.register(sub)
     models_build.register(sub)
-    demo.register(sub)
+    run_cli.register(sub)
     democlip.register(sub)
+    watch.register(sub)
     return parser
 
 

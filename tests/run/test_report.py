@@ -4,74 +4,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 import support_run as sr
+from support_run import CHROMIUM, INSTALL_HINT, Page, parse
 
 from faceflow.run.events_json import event_to_json
 from faceflow.run.report import ReportError, collect_rows, render_report, timeline_svg, write_report
 from faceflow.run.summary import build_summary
 from faceflow.v1 import face_event_pb2
 
-CHROMIUM = "/usr/bin/chromium"
-INSTALL_HINT = (
-    "install it with `apt-get update && apt-get install -y chromium` (the Makefile's test setup does)"
-)
 EVIL = "<script>alert('x')</script> & Co"
-
-
-class Page(HTMLParser):
-    """Tags, table rows (cell texts) by table id, and attributes of every tag."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.tables: dict[str, list[list[str]]] = {}
-        self.row_attrs: dict[str, list[dict[str, str | None]]] = {}
-        self.text: list[str] = []
-        self._table: list[str] = []
-        self._cell: list[str] | None = None
-        self._in_tbody = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        if tag == "table":
-            self._table.append(a.get("id") or f"table{len(self.tables)}")
-            self.tables.setdefault(self._table[-1], [])
-        elif tag == "tbody":
-            self._in_tbody = True
-        elif tag == "tr" and self._in_tbody and self._table:
-            self.tables[self._table[-1]].append([])
-            self.row_attrs.setdefault(self._table[-1], []).append(a)
-        elif tag == "td" and self._in_tbody:
-            self._cell = []
-        elif tag == "br" and self._cell is not None:
-            self._cell.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "table" and self._table:
-            self._table.pop()
-        elif tag == "tbody":
-            self._in_tbody = False
-        elif tag == "td" and self._cell is not None and self._table:
-            self.tables[self._table[-1]][-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def parse(document: str) -> Page:
-    page = Page()
-    page.feed(document)
-    page.close()
-    return page
 
 
 def scene_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
