@@ -42,12 +42,12 @@ def test_a_static_face_at_5_fps_is_analyzed_once_per_max_age() -> None:
     frames = [(k / 5, [face(100)], [0.6]) for k in range(50)]  # 10 s
     decisions = run(s, frames)
     analyzed = [k for k, frame in enumerate(decisions) if frame[0].analyze]
-    assert analyzed == list(range(0, 50, 5))
+    assert analyzed == list(range(0, 50, 6))  # strictly older than 1 s: every sixth frame
     assert decisions[0][0].reason == "new"
     assert {decisions[k][0].reason for k in analyzed[1:]} == {"stale"}
     # a skipped face points at the analysis that stands for it
-    assert decisions[7][0] == FaceDecision(analyze=False, results_seq=5, reason="fresh")
-    assert s.stats()["analyzed"] == 10 and s.stats()["fresh"] == 40
+    assert decisions[7][0] == FaceDecision(analyze=False, results_seq=6, reason="fresh")
+    assert s.stats()["analyzed"] == 9 and s.stats()["fresh"] == 41
 
 
 def test_a_moving_face_keeps_being_recognised() -> None:
@@ -97,8 +97,8 @@ def test_a_stale_reanalysis_at_lower_quality_keeps_the_best_quality() -> None:
     s = Scheduler(SchedulePolicy(max_age_s=1.0, quality_margin=0.15))
     frames = [
         (0.0, [face(100)], [0.80]),
-        (1.0, [face(100)], [0.30]),  # stale
-        (1.1, [face(100)], [0.50]),  # better than 0.30 by 0.2, but not than the best 0.80
+        (1.2, [face(100)], [0.30]),  # stale: older than max_age
+        (1.3, [face(100)], [0.50]),  # better than 0.30 by 0.2, but not than the best 0.80
     ]
     assert reasons(run(s, frames)) == [["new"], ["stale"], ["fresh"]]
 

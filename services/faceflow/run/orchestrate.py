@@ -222,6 +222,8 @@ class Run:
         self.topics = {kind: f"{prefix}.{kind}" for kind in ("frames", "analyses", "faces", "state", "dlq")}
         self.services: list[ServiceProcess] = []
         self.started_runtime = False
+        #: From feeding the first frame to the results of the last (the mesh's own time, no start-up).
+        self.analysis_seconds = 0.0
 
     # -- the run -------------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -260,11 +262,13 @@ class Run:
             collector.start(aggregator_url, [source.stream_id for source in o.sources])
             self._start_ingest(bootstrap)
             self.say("== 3/4 analyzing")
+            feeding = time.monotonic()
             try:
                 self._watch(collector, started)
             except KeyboardInterrupt:
                 interrupted = True
                 self.say("\ninterrupted: stopping and writing what there is")
+            self.analysis_seconds = time.monotonic() - feeding
         finally:
             if collector is not None:
                 deadline = time.monotonic() + 10

@@ -144,6 +144,7 @@ def write_outputs(run: Run, data: Collected, *, wall_seconds: float, interrupted
         "id": run.run_id,
         "schedule": o.schedule,
         "interrupted": interrupted,
+        "analysis_seconds": round(run.analysis_seconds, 3),
         "logs": str(o.out_dir / "logs"),
         "errors": data.errors[:20],
     }
