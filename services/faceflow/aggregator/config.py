@@ -20,6 +20,7 @@ from faceflow.service.config import (
     ConfigMixin,
     load_env,
 )
+from faceflow.service.grpc_server import RESERVED_WORKERS
 
 ENV_PREFIX = "FACEFLOW_AGGREGATOR_"
 
@@ -62,7 +63,8 @@ class AggregatorConfig(ConfigMixin):
     max_batch: int = 64
     #: Events queued per subscriber before the oldest are dropped (and a Gap reports how many).
     subscriber_queue: int = 1000
-    max_subscribers: int = 256
+    #: Live subscribers of this replica; each holds a gRPC thread, so at most grpc_workers - 4.
+    max_subscribers: int = 28
     grace_s: float = 10.0
     session_timeout_ms: int = 30_000
 
@@ -101,6 +103,12 @@ class AggregatorConfig(ConfigMixin):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise AggregatorConfigError(f"{name}: expected an int >= {low}, got {value!r}")
+        if self.max_subscribers > self.grpc_workers - RESERVED_WORKERS:
+            raise AggregatorConfigError(
+                f"max_subscribers: expected at most grpc_workers - {RESERVED_WORKERS} = "
+                f"{self.grpc_workers - RESERVED_WORKERS} (each subscriber holds a gRPC thread; raise "
+                f"grpc_workers for more), got {self.max_subscribers}"
+            )
         if not 0 < self.match_threshold < 2:
             raise AggregatorConfigError(
                 f"match_threshold: expected a distance in (0, 2), got {self.match_threshold!r}"
