@@ -3,7 +3,10 @@
 Observations are matched to ground-truth frames by media time (the mesh samples frames, so seqs
 differ from the clip's frame indices). Tracks are scored against the ground truth's *appearances*
 (a person who leaves the picture and comes back is a new appearance: a tracker cannot be asked to
-bridge that), identities against its *persons* (an identity must bridge it).
+bridge that), identities against its *instances*: one person on screen, across all their
+appearances (an identity must bridge the gaps). An instance is the person's name unless the clip
+shows the same photo twice at once (the crowd clip's mirrored "-2" copies): then the copies are
+distinct instances, and an identity that names both is scored as wrong on one of them.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def score_stream(events: Sequence[Mapping[str, Any]], truth: GroundTruth) -> dic
             EvalFrame(key=seq, gt=[(f.appearance, f.box) for f in visible], hyp=hyp_tracks, ignore=ignore)
         )
         person_frames.append(
-            EvalFrame(key=seq, gt=[(f.person, f.box) for f in visible], hyp=hyp_ids, ignore=ignore)
+            EvalFrame(key=seq, gt=[(f.instance, f.box) for f in visible], hyp=hyp_ids, ignore=ignore)
         )
         for f in visible:
             fb = np.asarray(f.box, np.float64)
