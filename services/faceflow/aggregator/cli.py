@@ -149,9 +149,10 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
     import grpc  # noqa: PLC0415
 
     from faceflow.errors import FaceflowError  # noqa: PLC0415
+    from faceflow.service.security import channel_for  # noqa: PLC0415
     from faceflow.v1 import aggregator_pb2_grpc  # noqa: PLC0415
 
-    with grpc.insecure_channel(
+    with channel_for(
         args.aggregator, options=[("grpc.max_send_message_length", 200 * 1024 * 1024)]
     ) as channel:
         stub = aggregator_pb2_grpc.AggregatorStub(channel)

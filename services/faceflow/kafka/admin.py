@@ -1,4 +1,8 @@
-"""Topic administration against a real broker: readiness, idempotent creation, config read-back."""
+"""Topic administration against a real broker: readiness, idempotent creation, config read-back.
+
+Every function connects as its ``security`` argument says; None means the environment's
+(:func:`faceflow.kafka.clients.kafka_security_from_env`), as for producers and consumers.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from faceflow.errors import FaceflowError
+from faceflow.kafka.clients import KafkaSecurity, client_settings
 from faceflow.topics import TopicSpec
 
 logger = logging.getLogger(__name__)
@@ -21,20 +26,25 @@ class KafkaAdminError(FaceflowError):
     """The broker refused or failed an administrative request."""
 
 
-def admin_client(bootstrap: str, *, timeout_ms: int = 10_000) -> KafkaAdminClient:
+def admin_client(
+    bootstrap: str, *, timeout_ms: int = 10_000, security: KafkaSecurity | None = None
+) -> KafkaAdminClient:
+    """An admin client for ``bootstrap``, connecting as ``security`` says (default: the environment's)."""
     return KafkaAdminClient(
-        bootstrap_servers=bootstrap.split(","),
+        **client_settings(bootstrap, security),
         client_id="faceflow-admin",
         request_timeout_ms=timeout_ms,
     )
 
 
-def broker_answers_metadata(bootstrap: str, *, timeout_ms: int = 3_000) -> bool:
+def broker_answers_metadata(
+    bootstrap: str, *, timeout_ms: int = 3_000, security: KafkaSecurity | None = None
+) -> bool:
     """True when the broker answers a metadata request and reports a controller."""
     if not any(_accepts_connections(address) for address in bootstrap.split(",")):
         return False  # fast path: kafka-python would retry a refused bootstrap for its whole timeout
     try:
-        with closing(admin_client(bootstrap, timeout_ms=timeout_ms)) as admin:
+        with closing(admin_client(bootstrap, timeout_ms=timeout_ms, security=security)) as admin:
             cluster = admin.describe_cluster()
     except KafkaError as exc:
         logger.debug("broker %s not answering yet: %s", bootstrap, exc)
@@ -51,14 +61,18 @@ def _accepts_connections(address: str) -> bool:
         return False
 
 
-def cluster_info(bootstrap: str) -> dict[str, Any]:
-    with closing(admin_client(bootstrap)) as admin:
+def cluster_info(bootstrap: str, *, security: KafkaSecurity | None = None) -> dict[str, Any]:
+    with closing(admin_client(bootstrap, security=security)) as admin:
         info: dict[str, Any] = admin.describe_cluster()
         return info
 
 
 def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, str]:
     """Create each topic that does not exist yet; report ``{name: "created" | "exists"}``.
 
@@ -66,7 +80,7 @@ def ensure_topics(
     :func:`topic_configs` to check.
     """
     outcome: dict[str, str] = {}
-    with closing(admin_client(bootstrap)) as admin:
+    with closing(admin_client(bootstrap, security=security)) as admin:
         existing = set(admin.list_topics())
         wanted = [s for s in specs if s.name not in existing]
         for spec in specs:
@@ -94,22 +108,26 @@ def ensure_topics(
     return outcome
 
 
-def topic_configs(bootstrap: str, names: Iterable[str]) -> dict[str, dict[str, str]]:
+def topic_configs(
+    bootstrap: str, names: Iterable[str], *, security: KafkaSecurity | None = None
+) -> dict[str, dict[str, str]]:
     """The non-default configs of each topic, as the broker reports them."""
     names = list(names)
-    with closing(admin_client(bootstrap)) as admin:
+    with closing(admin_client(bootstrap, security=security)) as admin:
         result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
     return {name: _config_values(result, name) for name in names}
 
 
-def topic_partitions(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
-    with closing(admin_client(bootstrap)) as admin:
+def topic_partitions(
+    bootstrap: str, names: Iterable[str], *, security: KafkaSecurity | None = None
+) -> dict[str, int]:
+    with closing(admin_client(bootstrap, security=security)) as admin:
         described = admin.describe_topics(list(names))
     return {t["name"]: len(t["partitions"]) for t in described}
 
 
-def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
-    with closing(admin_client(bootstrap)) as admin:
+def delete_topics(bootstrap: str, names: Iterable[str], *, security: KafkaSecurity | None = None) -> None:
+    with closing(admin_client(bootstrap, security=security)) as admin:
         admin.delete_topics(list(names), timeout_ms=30_000)
 
 

@@ -96,14 +96,13 @@ class Collector:
         gRPC client sees, delivered without loss (a replay waits for its reader instead of dropping)."""
         import grpc  # noqa: PLC0415
 
+        from faceflow.service.security import channel_for  # noqa: PLC0415
         from faceflow.v1 import aggregator_pb2, aggregator_pb2_grpc  # noqa: PLC0415
 
         request = aggregator_pb2.SubscribeRequest(
             stream_ids=stream_ids, start=aggregator_pb2.StartPosition(earliest=True)
         )
-        with grpc.insecure_channel(
-            url, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        ) as channel:
+        with channel_for(url, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]) as channel:
             call = aggregator_pb2_grpc.AggregatorStub(channel).Subscribe(request)
             self._call = call
             try:

@@ -356,15 +356,14 @@ class Run:
     def _enroll(self, url: str, name: str, image: Path) -> None:
         import grpc  # noqa: PLC0415
 
+        from faceflow.service.security import channel_for  # noqa: PLC0415
         from faceflow.v1 import aggregator_pb2, aggregator_pb2_grpc  # noqa: PLC0415
 
         try:
             data = image.read_bytes()
         except OSError as exc:
             raise RunError(f"--enroll {name}={image}: cannot read the photo: {exc.strerror or exc}") from exc
-        with grpc.insecure_channel(
-            url, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        ) as channel:
+        with channel_for(url, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]) as channel:
             try:
                 reply = aggregator_pb2_grpc.AggregatorStub(channel).EnrollIdentity(
                     aggregator_pb2.EnrollIdentityRequest(name=name, images=[data]), timeout=180

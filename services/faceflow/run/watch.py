@@ -138,13 +138,14 @@ def run(args: argparse.Namespace) -> int:
     import grpc  # noqa: PLC0415
 
     from faceflow.errors import FaceflowError  # noqa: PLC0415
+    from faceflow.service.security import channel_for  # noqa: PLC0415
     from faceflow.v1 import aggregator_pb2_grpc  # noqa: PLC0415
 
     table_mode = sys.stdout.isatty() and not args.lines
     table = _Table()
     deadline = None if args.duration is None else time.monotonic() + args.duration
     last_draw = 0.0
-    with grpc.insecure_channel(args.aggregator) as channel:
+    with channel_for(args.aggregator) as channel:
         call = aggregator_pb2_grpc.AggregatorStub(channel).Subscribe(
             _request(args), timeout=args.duration if args.duration else None
         )

@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -161,13 +161,122 @@ def broker_properties(settings: DevSettings, data_dir: Path) -> str:
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
-def start(settings: DevSettings, install: KafkaInstall) -> procs.ProcessRecord:
-    """Format storage on first start, then launch the broker detached. Returns at once."""
+#: SASL mechanisms :class:`SaslListener` can enable (the ones faceflow's clients speak).
+SASL_LISTENER_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaslListener:
+    """A SASL listener that replaces the broker's PLAINTEXT client listener (opt-in; the local
+    runtime's default stays PLAINTEXT).
+
+    ``users`` maps user names to passwords; each enabled mechanism accepts all of them (SCRAM
+    credentials are written when the storage is formatted, so they apply to a fresh data folder
+    only). ``inter_broker_user`` is the broker's own user, one of ``users``, spoken with the first
+    mechanism. With ``keystore`` (one PEM file: an unencrypted PKCS#8 private key and its
+    certificate chain) and ``truststore`` (the PEM CA that signed it: the broker checks at start
+    that a client of its own can connect) the listener is ``SASL_SSL``, else ``SASL_PLAINTEXT``.
+    The passwords land in the broker's server.properties in the runtime folder, as JAAS options.
+    """
+
+    users: Mapping[str, str]
+    mechanisms: tuple[str, ...] = ("PLAIN",)
+    inter_broker_user: str = "admin"
+    keystore: Path | None = None
+    truststore: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.mechanisms or any(m not in SASL_LISTENER_MECHANISMS for m in self.mechanisms):
+            raise ValueError(
+                f"mechanisms: expected some of {', '.join(SASL_LISTENER_MECHANISMS)}, got {self.mechanisms!r}"
+            )
+        if self.inter_broker_user not in self.users:
+            raise ValueError(
+                f"inter_broker_user: expected one of the users {sorted(self.users)}, "
+                f"got {self.inter_broker_user!r}"
+            )
+        if (self.keystore is None) != (self.truststore is None):
+            raise ValueError("keystore, truststore: expected both (SASL_SSL) or neither (SASL_PLAINTEXT)")
+        for name, password in self.users.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or not re.fullmatch(r"[A-Za-z0-9._-]+", password):
+                raise ValueError(
+                    "users: expected names and passwords of letters, digits, '.', '_' and '-', "
+                    f"got user {name!r} (or its password)"
+                )
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.keystore is not None else "SASL_PLAINTEXT"
+
+
+def sasl_broker_properties(settings: DevSettings, data_dir: Path, listener: SaslListener) -> str:
+    """server.properties as :func:`broker_properties`, with ``listener`` as the client listener."""
+    props = dict(line.split("=", 1) for line in broker_properties(settings, data_dir).splitlines())
+    host, name = settings.host, listener.protocol
+    prefix = f"listener.name.{name.lower()}"
+    props |= {
+        "listeners": f"{name}://{host}:{settings.kafka_port},CONTROLLER://{host}:{settings.controller_port}",
+        "advertised.listeners": f"{name}://{host}:{settings.kafka_port}",
+        "inter.broker.listener.name": name,
+        "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": ",".join(listener.mechanisms),
+        "sasl.mechanism.inter.broker.protocol": listener.mechanisms[0],
+    }
+    admin, admin_password = listener.inter_broker_user, listener.users[listener.inter_broker_user]
+    for mechanism in listener.mechanisms:
+        if mechanism == "PLAIN":
+            accepted = " ".join(f'user_{user}="{password}"' for user, password in listener.users.items())
+            jaas = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{admin}" password="{admin_password}" {accepted};'
+            )
+        else:
+            jaas = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{admin}" password="{admin_password}";'
+            )
+        props[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = jaas
+    if listener.keystore is not None:
+        props[f"{prefix}.ssl.keystore.type"] = "PEM"
+        props[f"{prefix}.ssl.keystore.location"] = str(listener.keystore)
+        props[f"{prefix}.ssl.truststore.type"] = "PEM"
+        props[f"{prefix}.ssl.truststore.location"] = str(listener.truststore)
+        props[f"{prefix}.ssl.client.auth"] = "none"
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _scram_arguments(listener: SaslListener | None) -> list[str]:
+    """``StorageTool format`` arguments that create the SCRAM credentials of ``listener``'s users."""
+    if listener is None:
+        return []
+    args: list[str] = []
+    for mechanism in listener.mechanisms:
+        if mechanism.startswith("SCRAM-"):
+            for user, password in listener.users.items():
+                args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+    return args
+
+
+def start(
+    settings: DevSettings, install: KafkaInstall, *, sasl: SaslListener | None = None
+) -> procs.ProcessRecord:
+    """Format storage on first start, then launch the broker detached. Returns at once.
+
+    ``sasl``: serve clients on that SASL listener instead of PLAINTEXT (default: PLAINTEXT).
+    """
     base = settings.run_dir / "kafka"
     data_dir = base / "data"
     base.mkdir(parents=True, exist_ok=True)
     props = base / "server.properties"
-    props.write_text(broker_properties(settings, data_dir))
+    properties = (
+        broker_properties(settings, data_dir)
+        if sasl is None
+        else sasl_broker_properties(settings, data_dir, sasl)
+    )
+    if sasl is not None:  # the file holds the listener's passwords: owner only, before they are written
+        props.touch(mode=0o600, exist_ok=True)
+        props.chmod(0o600)
+    props.write_text(properties)
     procs.require_free_ports(
         "the Kafka broker",
         settings.host,
@@ -191,6 +300,7 @@ def start(settings: DevSettings, install: KafkaInstall) -> procs.ProcessRecord:
                 cluster_id,
                 "-c",
                 str(props),
+                *_scram_arguments(sasl),
             ],
             capture_output=True,
             text=True,

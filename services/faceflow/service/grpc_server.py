@@ -61,6 +61,7 @@ from faceflow.errors import (
 )
 from faceflow.kafka.headers import TRACEPARENT, TraceParent
 from faceflow.service.metrics import ServiceMetrics
+from faceflow.service.security import server_security_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -208,19 +209,6 @@ class TransportSecurity(Protocol):
     def describe(self) -> str:
         """One line for the start-up log, no secrets."""
         ...
-
-
-class Plaintext:
-    """No TLS, no token: the local default."""
-
-    def interceptors(self) -> Sequence[grpc.ServerInterceptor]:
-        return ()
-
-    def bind(self, server: grpc.Server, address: str) -> int:
-        return int(server.add_insecure_port(address))
-
-    def describe(self) -> str:
-        return "plaintext, no token"
 
 
 class _Refusals:
@@ -570,8 +558,9 @@ class GrpcServer:
         settings: address, threads, message limits, stream bounds.
         bindings: the services to serve.
         metrics: where refusals are counted (optional).
-        security: TLS and authentication (None: plaintext without a token).
-        env: where the mesh-wide stream variables are read (default ``os.environ``).
+        security: TLS and authentication (None: from the mesh-wide ``FACEFLOW_TLS_*`` and
+            ``FACEFLOW_AUTH_TOKEN_FILE`` variables, plaintext without a token when none is set).
+        env: where the mesh-wide variables are read (default ``os.environ``).
     """
 
     def __init__(
@@ -588,7 +577,9 @@ class GrpcServer:
         self.settings = settings
         self.bindings = tuple(bindings)
         self.port = settings.port
-        self.security: TransportSecurity = security if security is not None else Plaintext()
+        self.security: TransportSecurity = (
+            security if security is not None else server_security_from_env(os.environ if env is None else env)
+        )
         max_streams, idle_s = settings.stream_bounds(env)
         self.streams = StreamGuard(component, max_streams, idle_s)
         self._server = grpc.server(
