@@ -58,3 +58,14 @@ def test_broker_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.dirs"] == str(tmp_path / "d")
+
+
+def test_a_cluster_id_never_starts_with_a_dash(tmp_path: Path) -> None:
+    """The storage tool reads ``-t -abc...`` as an option (formatting failed one time in 64)."""
+    (tmp_path / "cluster.id").write_text("-stale0000000000000000\n")
+    fresh = kafka_broker._cluster_id(tmp_path)
+    assert not fresh.startswith("-") and len(fresh) == 22
+    assert kafka_broker._cluster_id(tmp_path) == fresh  # stable once written
+    for i in range(200):
+        (tmp_path / "cluster.id").unlink()
+        assert not kafka_broker._cluster_id(tmp_path).startswith("-"), i

@@ -296,8 +296,7 @@ def start(
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
                 *_scram_arguments(sasl),
@@ -329,10 +328,18 @@ def start(
 
 
 def _cluster_id(base: Path) -> str:
-    """A stable KRaft cluster id for this runtime folder (22-char URL-safe base64 of a UUID)."""
+    """A stable KRaft cluster id for this runtime folder (22-char URL-safe base64 of a UUID).
+
+    Never one that starts with ``-`` (one in 64 would): the storage tool would read it as an
+    option, as Kafka's own ``Uuid.randomUuid`` avoids for the same reason.
+    """
     path = base / "cluster.id"
     if path.exists():
-        return path.read_text().strip()
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        stored = path.read_text().strip()
+        if stored and not stored.startswith("-"):
+            return stored
+    cid = "-"
+    while cid.startswith("-"):
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(cid + "\n")
     return cid
