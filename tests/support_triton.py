@@ -14,6 +14,7 @@ from skimage import data
 from faceflow.models import contract
 
 OUTPUTS = [t.name for t in contract.FACE_PIPELINE_OUTPUTS]
+TRITON_DTYPES = {"float32": "FP32", "uint8": "UINT8", "int32": "INT32"}
 
 
 def photo(name: str) -> np.ndarray:
@@ -47,7 +48,7 @@ def infer(
 ) -> dict[str, np.ndarray]:
     tensors = []
     for name, value in inputs.items():
-        dtype = "BYTES" if value.dtype == object else {"float32": "FP32", "uint8": "UINT8"}[str(value.dtype)]
+        dtype = "BYTES" if value.dtype == object else TRITON_DTYPES[str(value.dtype)]
         t = grpcclient.InferInput(name, list(value.shape), dtype)
         t.set_data_from_numpy(value)
         tensors.append(t)

@@ -30,8 +30,6 @@ from urllib.parse import urlsplit
 
 import av
 import av.error
-import numpy as np
-from PIL import Image, ImageOps
 
 from faceflow.ingest.checks import check_number
 from faceflow.ingest.errors import (
@@ -43,6 +41,8 @@ from faceflow.ingest.errors import (
 )
 from faceflow.ingest.frames import DecodedFrame, RGBImage, check_rgb
 from faceflow.ingest.uris import URL_SCHEMES, redact_uri
+from faceflow.models.contract import MAX_FRAME_PIXELS
+from faceflow.models.imaging import STILL_FORMATS, DecodeLimits, ImageError, PictureTooLarge, decode_picture
 from faceflow.streams import validate_stream_id
 
 logger = logging.getLogger(__name__)
@@ -318,11 +318,18 @@ def _natural_key(path: Path) -> list[tuple[int, int | str]]:
     return [(1, int(part)) if part.isdigit() else (0, part) for part in _DIGITS.split(path.name)]
 
 
+#: How an image folder's files are decoded: still-image formats, the models' per-frame pixel limit
+#: (checked from the header), full size (the encoder bounds the size later).
+IMAGE_FILE_LIMITS = DecodeLimits(max_pixels=MAX_FRAME_PIXELS, formats=STILL_FORMATS)
+
+
 class ImageFolderSource(_SourceBase):
     """The images of a folder, in natural name order, as a stream at ``fps`` frames per second.
 
-    Frame ``i`` (counting decoded images only) has ``pts_s = i / fps``. Files that are not images
-    are logged and skipped; hidden files and sub-folders are ignored. EXIF orientation is applied.
+    Frame ``i`` (counting decoded images only) has ``pts_s = i / fps``. Files are decoded by
+    :func:`faceflow.models.imaging.decode_picture` within :data:`IMAGE_FILE_LIMITS` (every mode to
+    8-bit RGB, EXIF orientation applied); files that are not images of those formats, or that have
+    more pixels than the limit, are logged and skipped; hidden files and sub-folders are ignored.
 
     Raises:
         SourceNotFound: the folder does not exist or is not a folder.
@@ -352,9 +359,12 @@ class ImageFolderSource(_SourceBase):
         index = 0
         for path in self.files:
             try:
-                with Image.open(path) as image:
-                    rgb: RGBImage = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                rgb: RGBImage = decode_picture(path, IMAGE_FILE_LIMITS).rgb
+            except PictureTooLarge as exc:
+                self.skipped.append(path)
+                logger.warning("stream %s: skipping %s: too large (%s)", self.stream_id, path, exc)
+                continue
+            except ImageError as exc:
                 self.skipped.append(path)
                 logger.warning("stream %s: skipping %s: not a readable image (%s)", self.stream_id, path, exc)
                 continue

@@ -30,6 +30,7 @@ from typing import Any
 
 from faceflow.errors import ConfigError, FaceflowError
 from faceflow.models import triton_config
+from faceflow.models.contract import DECODE_MIN_SIDE, MAX_FRAME_PIXELS, REQUEST_PIXEL_BUDGET
 from faceflow.models.triton_config import BuildParameters, Variant
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,25 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--threshold", type=float, default=0.5, help="CenterFace score threshold (default 0.5)")
     b.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: its default)")
+    b.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        default=MAX_FRAME_PIXELS,
+        help=f"pixels of one frame before FRAME_STATUS 2 (default {MAX_FRAME_PIXELS}: 8K UHD)",
+    )
+    b.add_argument(
+        "--request-pixels",
+        type=int,
+        default=REQUEST_PIXEL_BUDGET,
+        help=f"pixels decoded per request before FRAME_STATUS 2 (default {REQUEST_PIXEL_BUDGET})",
+    )
+    b.add_argument(
+        "--decode-min-side",
+        type=int,
+        default=DECODE_MIN_SIDE,
+        help=f"frames are decoded smaller (JPEG DCT scaling, integer shrink) while their longest side "
+        f"stays at least this; 0: full size (default {DECODE_MIN_SIDE})",
+    )
     b.set_defaults(handler=_build)
     from faceflow.models.fetch import register_fetch  # noqa: PLC0415 - keep `faceflow --help` fast
 
@@ -251,6 +271,13 @@ def _build(args: argparse.Namespace) -> int:
         raise ConfigError(f"expected --max-faces >= 1, got {args.max_faces}")
     if not 0 < args.threshold < 1:
         raise ConfigError(f"expected 0 < --threshold < 1, got {args.threshold}")
+    for flag, value, minimum in (
+        ("--max-frame-pixels", args.max_frame_pixels, 1),
+        ("--request-pixels", args.request_pixels, 1),
+        ("--decode-min-side", args.decode_min_side, 0),
+    ):
+        if value < minimum:
+            raise ConfigError(f"expected {flag} >= {minimum}, got {value}")
     variants: tuple[Variant, ...] = triton_config.VARIANTS if args.variant == "all" else (args.variant,)
     from faceflow.models.fetch import DEFAULT_WEIGHTS_DIR, fetched_checkpoint  # noqa: PLC0415
 
@@ -271,6 +298,9 @@ def _build(args: argparse.Namespace) -> int:
                 "max_faces": args.max_faces,
                 "detector_threshold": args.threshold,
                 "cpu_threads": args.threads,
+                "max_pixels": args.max_frame_pixels,
+                "request_pixels": args.request_pixels,
+                "decode_min_side": args.decode_min_side,
             },
             say=print,
         )

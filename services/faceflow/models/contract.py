@@ -169,8 +169,27 @@ DETECTOR_NMS_IOU: Final[float] = 0.3
 MAX_FACES_PER_FRAME: Final[int] = 64
 #: The detector runs on frames downscaled to this longest side; boxes map back to full resolution.
 DETECT_MAX_SIDE: Final[int] = 1280
-#: Frames above this many pixels get TOO_LARGE without being decoded.
-MAX_FRAME_PIXELS: Final[int] = 40_000_000
+#: Frames above this many pixels (width x height from the header) get TOO_LARGE without being
+#: decoded: 8K UHD (7680 x 4320 = 33.2 MP), the largest frame video cameras deliver; a larger one is
+#: a still or a decompression bomb. Pillow's own bomb limit (89.5 MP) is far above it.
+MAX_FRAME_PIXELS: Final[int] = 7680 * 4320
+#: Pixels one request may decode over all its frames, in request order: a frame that would go over
+#: what is left gets TOO_LARGE and the rest are still answered. Two 8K frames, or the analyzer's
+#: default batch of eight 4K UHD frames (8 x 3840 x 2160); about 200 MB of decoded RGB.
+REQUEST_PIXEL_BUDGET: Final[int] = 2 * MAX_FRAME_PIXELS
+#: A JPEG frame is decoded with DCT scaling (1/2, 1/4, 1/8) to the smallest size whose longest side
+#: is still at least this; boxes, keypoints and crop boxes are mapped back to the full frame. Twice
+#: DETECT_MAX_SIDE, so the detector's input is unchanged in kind and every frame up to 4K UHD
+#: (3840 x 2160) decodes at full size (its crops unchanged); 8K decodes at 3840 x 2160.
+DECODE_MIN_SIDE: Final[int] = 2 * DETECT_MAX_SIDE
+#: Most detector-input pixels in one detector call (a frame counts at most DETECT_MAX_SIDE squared,
+#: the largest input the detector resizes it to): equal-sized frames are batched up to this. One
+#: full-size input: onnxruntime's memory arena, which keeps its largest call's activations for the
+#: life of the process (measured: 0.47 GB for one 1280x1280 input, 0.9 GB for two), stays at that
+#: however many frames a request holds; cancellation is checked between calls.
+DETECT_BATCH_PIXELS: Final[int] = DETECT_MAX_SIDE * DETECT_MAX_SIDE
+#: The encoded formats the models decode (IMAGES); any other picture is UNDECODABLE.
+FRAME_FORMATS: Final[tuple[str, ...]] = ("JPEG", "PNG")
 #: CenterFace's input (float32 NCHW RGB 0..255) and outputs at stride 4: heatmap (sigmoided),
 #: log-scale (h, w), offset (y, x), 5 landmarks as (y, x) pairs; channels of each output.
 CENTERFACE_INPUT: Final[str] = "input.1"

@@ -18,36 +18,47 @@ classes, so the same code runs in tests without Triton and behind it:
 A frame that cannot be decoded, is too large, or has too many faces gets its ``FRAME_STATUS``;
 it never fails the batch. A ``face_analyze`` request whose faces do not fit its frames fails as a
 whole with :class:`FaceRequestError`, whose message names the face and the rule it breaks.
+
+Frames are decoded by :mod:`faceflow.models.imaging` within :class:`FrameLimits`: a per-frame pixel
+limit from the header, a pixel budget per request (frames past it get TOO_LARGE), a working size
+no smaller than ``min_side`` (JPEG DCT scaling, then an integer shrink) and a cap on the pixels of
+one detector call. Boxes, keypoints and crop boxes are always in the pixels of the full frame. A
+stage given ``cancelled`` checks it before each frame, each detector call and each frame's crops,
+and raises :class:`RequestCancelled` once it answers True.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
 
+from faceflow.errors import FaceflowError
 from faceflow.models.boxes import expand_box
 from faceflow.models.centerface_decode import Detections
 from faceflow.models.contract import (
     CROP_MARGIN,
     CROP_SIZE,
+    DECODE_MIN_SIDE,
+    DETECT_BATCH_PIXELS,
+    DETECT_MAX_SIDE,
     FACEXFORMER_INPUT,
     FACEXFORMER_OUTPUTS,
+    FRAME_FORMATS,
     IDENTITY_CHIP_SIZE,
     IDENTITY_DIM,
     MAX_FRAME_PIXELS,
+    REQUEST_PIXEL_BUDGET,
     FrameStatus,
 )
 from faceflow.models.crops import crop_faces
 from faceflow.models.decode import HeadOutputs, decode_heads
+from faceflow.models.imaging import DecodedPicture, DecodeLimits, ImageError, PictureTooLarge, decode_picture
 
 logger = logging.getLogger(__name__)
 
@@ -63,30 +74,110 @@ class FaceRequestError(ValueError):
     """A ``face_analyze`` request whose faces do not fit its frames (the request's error)."""
 
 
-def decode_frame(data: bytes, *, max_pixels: int = MAX_FRAME_PIXELS) -> tuple[FrameStatus, np.ndarray | None]:
-    """Encoded bytes -> (status, ``[H,W,3]`` uint8 RGB or None).
+class RequestCancelled(FaceflowError):  # noqa: N818
+    """The request was cancelled (its deadline passed or its client went away) while it ran."""
 
-    Grayscale, palette, CMYK and alpha images become RGB; EXIF orientation is applied. The pixel
-    limit is checked from the header, before anything large is allocated.
+
+#: Asked between frames: True once the request is cancelled (``request.is_cancelled`` in Triton).
+CancelCheck = Callable[[], bool]
+
+
+def _stop_if_cancelled(cancelled: CancelCheck | None, where: str) -> None:
+    if cancelled is not None and cancelled():
+        raise RequestCancelled(f"request cancelled {where}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameLimits:
+    """What decoding and detecting one request's frames may cost (the models' ``max_pixels``,
+    ``request_pixels``, ``decode_min_side`` and ``detect_batch_pixels`` parameters).
+
+    Attributes:
+        max_pixels: most pixels of one frame, from its header.
+        request_pixels: most pixels decoded over all frames of one request.
+        min_side: a frame is decoded smaller (JPEG DCT scaling, then an integer shrink) while its
+            longest side stays at least this; None decodes every frame at full size.
+        detect_batch_pixels: most detector-input pixels in one detector call (a frame counts at
+            most ``DETECT_MAX_SIDE`` squared).
     """
-    if not data:
-        return FrameStatus.UNDECODABLE, None
+
+    max_pixels: int = MAX_FRAME_PIXELS
+    request_pixels: int = REQUEST_PIXEL_BUDGET
+    min_side: int | None = DECODE_MIN_SIDE
+    detect_batch_pixels: int = DETECT_BATCH_PIXELS
+    decode: DecodeLimits = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("request_pixels", "detect_batch_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        limits = DecodeLimits(max_pixels=self.max_pixels, min_side=self.min_side, formats=FRAME_FORMATS)
+        object.__setattr__(self, "decode", limits)
+
+
+def decode_status(
+    data: bytes, limits: DecodeLimits, *, max_decoded_pixels: int | None = None
+) -> tuple[FrameStatus, DecodedPicture | None]:
+    """Encoded bytes -> (status, picture or None): a refusal becomes the frame's status."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    return FrameStatus.TOO_LARGE, None
-                img.load()
-                oriented = ImageOps.exif_transpose(img)
-                rgb = np.asarray(oriented.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is this frame's status, not a crash
+        return FrameStatus.OK, decode_picture(data, limits, max_decoded_pixels=max_decoded_pixels)
+    except PictureTooLarge as exc:
+        logger.debug("frame too large (%d bytes): %s", len(data), exc)
+        return FrameStatus.TOO_LARGE, None
+    except ImageError as exc:
         logger.debug("undecodable frame (%d bytes): %s", len(data), exc)
         return FrameStatus.UNDECODABLE, None
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        return FrameStatus.UNDECODABLE, None
-    return FrameStatus.OK, np.ascontiguousarray(rgb)
+
+
+def decode_frame(data: bytes, *, max_pixels: int = MAX_FRAME_PIXELS) -> tuple[FrameStatus, np.ndarray | None]:
+    """Encoded bytes -> (status, ``[H,W,3]`` uint8 RGB at full size, or None).
+
+    Every Pillow mode becomes RGB by :data:`faceflow.models.imaging.MODE_TABLE`; EXIF orientation
+    is applied. The pixel limit is checked from the header, before anything large is allocated.
+    """
+    status, picture = decode_status(data, DecodeLimits(max_pixels=max_pixels, formats=FRAME_FORMATS))
+    return status, None if picture is None else picture.rgb
+
+
+def decode_request(
+    encoded: Sequence[bytes],
+    limits: FrameLimits,
+    *,
+    wanted: set[int] | None = None,
+    cancelled: CancelCheck | None = None,
+) -> tuple[I32, list[DecodedPicture | None]]:
+    """Decode a request's frames in order within ``limits`` (those in ``wanted`` only, if given).
+
+    A frame that would take more than what is left of ``limits.request_pixels`` gets TOO_LARGE;
+    later frames that fit are still decoded.
+    """
+    statuses = np.zeros(len(encoded), np.int32)
+    pictures: list[DecodedPicture | None] = []
+    left = limits.request_pixels
+    for i, data in enumerate(encoded):
+        _stop_if_cancelled(cancelled, f"before frame {i} of {len(encoded)}")
+        if wanted is not None and i not in wanted:
+            pictures.append(None)  # not needed: never decoded
+            continue
+        status, picture = decode_status(bytes(data), limits.decode, max_decoded_pixels=left)
+        statuses[i] = int(status)
+        if picture is not None:
+            left -= picture.decoded_pixels
+        pictures.append(picture)
+    return statuses, pictures
+
+
+def _rescale(values: F32, picture: DecodedPicture, *, to_frame: bool) -> F32:
+    """Boxes ``[...,4]`` or points ``[...,2]`` from the decoded picture's pixels to the full frame's
+    (``to_frame``) or back; unchanged when the picture was decoded at full size."""
+    if not picture.reduced:
+        return values
+    sx, sy = picture.scale
+    factors = np.tile(np.array([sx, sy]), values.shape[-1] // 2)
+    wide = values.astype(np.float64)
+    scaled: F32 = (wide * factors if to_frame else wide / factors).astype(np.float32)
+    return scaled
 
 
 def _cat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
@@ -97,15 +188,15 @@ def _cat(parts: list[np.ndarray], shape: tuple[int, ...], dtype: type[np.generic
 
 @dataclass(frozen=True)
 class LocatedFaces:
-    """What ``face_detect`` returns for N frames with F faces in all (F may be 0), plus the decoded
-    frames (None where undecodable) for a crop stage in the same process."""
+    """What ``face_detect`` returns for N frames with F faces in all (F may be 0), in full-frame
+    pixels, plus the decoded frames (None where not decoded) for a crop stage in the same process."""
 
     frame_status: I32  # [N]
     frame_index: I32  # [F]
     boxes: F32  # [F,4]
     scores: F32  # [F]
     keypoints5: F32  # [F,5,2]
-    images: tuple[np.ndarray | None, ...]
+    pictures: tuple[DecodedPicture | None, ...]
 
     def __post_init__(self) -> None:
         f = self.frame_index.shape[0]
@@ -114,8 +205,8 @@ class LocatedFaces:
             got = getattr(self, name).shape
             if got != shape:
                 raise ValueError(f"expected {name} of shape {list(shape)}, got {list(got)}")
-        if len(self.images) != self.frame_status.shape[0]:
-            raise ValueError(f"expected {self.frame_status.shape[0]} images, got {len(self.images)}")
+        if len(self.pictures) != self.frame_status.shape[0]:
+            raise ValueError(f"expected {self.frame_status.shape[0]} pictures, got {len(self.pictures)}")
 
     def as_tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -195,52 +286,53 @@ class BatchDetector(Protocol):
 class LocatorStage:
     """Decode and detect. Thread-safe (no per-call state on ``self``)."""
 
-    def __init__(self, *, detector: BatchDetector, max_pixels: int = MAX_FRAME_PIXELS) -> None:
-        if max_pixels < 1:
-            raise ValueError(f"expected max_pixels >= 1, got {max_pixels}")
+    def __init__(self, *, detector: BatchDetector, limits: FrameLimits | None = None) -> None:
         self.detector = detector
-        self.max_pixels = max_pixels
+        self.limits = limits or FrameLimits()
 
-    def run(self, encoded: Sequence[bytes]) -> LocatedFaces:
-        statuses = np.zeros(len(encoded), np.int32)
-        images: list[np.ndarray | None] = []
-        for i, data in enumerate(encoded):
-            status, rgb = decode_frame(bytes(data), max_pixels=self.max_pixels)
-            statuses[i] = int(status)
-            images.append(rgb)
-        decoded = [(i, rgb) for i, rgb in enumerate(images) if rgb is not None]
-        per_frame = self._detect([rgb for _, rgb in decoded])
+    def run(self, encoded: Sequence[bytes], *, cancelled: CancelCheck | None = None) -> LocatedFaces:
+        statuses, pictures = decode_request(encoded, self.limits, cancelled=cancelled)
+        decoded = [(i, p) for i, p in enumerate(pictures) if p is not None]
+        per_frame = self._detect([p.rgb for _, p in decoded], cancelled)
         idx: list[np.ndarray] = []
         box: list[np.ndarray] = []
         score: list[np.ndarray] = []
         kp: list[np.ndarray] = []
-        for (i, _), det in zip(decoded, per_frame, strict=True):
+        for (i, picture), det in zip(decoded, per_frame, strict=True):
             if det.truncated:
                 statuses[i] = int(FrameStatus.TOO_MANY_FACES)
             if len(det) == 0:
                 continue
             idx.append(np.full(len(det), i, np.int32))
-            box.append(det.boxes)
+            box.append(_rescale(det.boxes, picture, to_frame=True))
             score.append(det.scores)
-            kp.append(det.keypoints5)
+            kp.append(_rescale(det.keypoints5, picture, to_frame=True))
         return LocatedFaces(
             frame_status=statuses,
             frame_index=_cat(idx, (), np.int32),
             boxes=_cat(box, (4,), np.float32),
             scores=_cat(score, (), np.float32),
             keypoints5=_cat(kp, (5, 2), np.float32),
-            images=tuple(images),
+            pictures=tuple(pictures),
         )
 
-    def _detect(self, images: list[np.ndarray]) -> list[Detections]:
-        """One ORT call per group of equal-sized frames (padding mixed sizes together wastes work)."""
+    def _detect(self, images: list[np.ndarray], cancelled: CancelCheck | None) -> list[Detections]:
+        """One detector call per group of equal-sized frames (padding mixed sizes together wastes
+        work), split so that no call holds more than ``limits.detect_batch_pixels`` input pixels."""
         results: list[Detections | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
             groups.setdefault(img.shape, []).append(i)
         for indices in groups.values():
-            for i, det in zip(indices, self.detector.detect_batch([images[i] for i in indices]), strict=True):
-                results[i] = det
+            h, w = images[indices[0]].shape[:2]
+            per_call = max(
+                1, self.limits.detect_batch_pixels // min(h * w, DETECT_MAX_SIDE * DETECT_MAX_SIDE)
+            )
+            for start in range(0, len(indices), per_call):
+                chunk = indices[start : start + per_call]
+                _stop_if_cancelled(cancelled, f"before detecting {len(chunk)} of {len(images)} frames")
+                for i, det in zip(chunk, self.detector.detect_batch([images[i] for i in chunk]), strict=True):
+                    results[i] = det
         return [r if r is not None else Detections.empty() for r in results]
 
 
@@ -248,30 +340,39 @@ ChipFn = Callable[[np.ndarray, np.ndarray, np.ndarray], U8]
 
 
 class CropStage:
-    """Face-model crops and identity chips of given faces of decoded frames."""
+    """Face-model crops and identity chips of given faces (full-frame pixels) of decoded frames."""
 
     def __init__(self, *, chips: ChipFn) -> None:
         self.chips = chips
 
     def run(
-        self, images: Sequence[np.ndarray | None], frame_index: I32, boxes: F32, keypoints5: F32
+        self,
+        pictures: Sequence[DecodedPicture | None],
+        frame_index: I32,
+        boxes: F32,
+        keypoints5: F32,
+        *,
+        cancelled: CancelCheck | None = None,
     ) -> CroppedFaces:
         crop_parts: list[np.ndarray] = []
         face_parts: list[np.ndarray] = []
         chip_parts: list[np.ndarray] = []
         order: list[np.ndarray] = []
         for i in np.unique(frame_index):
+            _stop_if_cancelled(cancelled, f"before cropping the faces of frame {int(i)}")
             rows = np.flatnonzero(frame_index == i)
-            rgb = images[int(i)]
-            if rgb is None:
+            picture = pictures[int(i)]
+            if picture is None:
                 raise FaceRequestError(f"frame {int(i)} has no pixels (undecodable or too large)")
+            rgb = picture.rgb
             h, w = rgb.shape[:2]
-            crop_boxes = (
-                expand_box(boxes[rows], CROP_MARGIN, width=w, height=h).astype(np.float32).reshape(-1, 4)
-            )
-            crop_parts.append(crop_boxes)
+            face_boxes = _rescale(boxes[rows], picture, to_frame=False)
+            face_keypoints = _rescale(keypoints5[rows], picture, to_frame=False)
+            crop_boxes = expand_box(face_boxes, CROP_MARGIN, width=w, height=h)
+            crop_boxes = crop_boxes.astype(np.float32).reshape(-1, 4)
             face_parts.append(crop_faces(rgb, crop_boxes))
-            chip_parts.append(self.chips(rgb, keypoints5[rows], boxes[rows]))
+            chip_parts.append(self.chips(rgb, face_keypoints, face_boxes))
+            crop_parts.append(_rescale(crop_boxes, picture, to_frame=True))
             order.append(rows)
         crops = _cat(crop_parts, (4,), np.float32)
         faces = _cat(face_parts, (3, CROP_SIZE, CROP_SIZE), np.float32)
@@ -286,19 +387,15 @@ class CropStage:
 class DetectorStage:
     """``face_detector``: decode, detect, crop and align, with one decode per frame."""
 
-    def __init__(
-        self,
-        *,
-        detector: BatchDetector,
-        chips: ChipFn,
-        max_pixels: int = MAX_FRAME_PIXELS,
-    ) -> None:
-        self.locator = LocatorStage(detector=detector, max_pixels=max_pixels)
+    def __init__(self, *, detector: BatchDetector, chips: ChipFn, limits: FrameLimits | None = None) -> None:
+        self.locator = LocatorStage(detector=detector, limits=limits)
         self.cropper = CropStage(chips=chips)
 
-    def run(self, encoded: Sequence[bytes]) -> DetectorOutput:
-        located = self.locator.run(encoded)
-        cropped = self.cropper.run(located.images, located.frame_index, located.boxes, located.keypoints5)
+    def run(self, encoded: Sequence[bytes], *, cancelled: CancelCheck | None = None) -> DetectorOutput:
+        located = self.locator.run(encoded, cancelled=cancelled)
+        cropped = self.cropper.run(
+            located.pictures, located.frame_index, located.boxes, located.keypoints5, cancelled=cancelled
+        )
         return DetectorOutput(located=located, cropped=cropped)
 
 
@@ -348,24 +445,24 @@ def check_faces(
 class CropperStage:
     """``face_cropper``: decode the frames of a ``face_analyze`` request, check its faces, crop them."""
 
-    def __init__(self, *, chips: ChipFn, max_pixels: int = MAX_FRAME_PIXELS) -> None:
+    def __init__(self, *, chips: ChipFn, limits: FrameLimits | None = None) -> None:
         self.cropper = CropStage(chips=chips)
-        self.max_pixels = max_pixels
+        self.limits = limits or FrameLimits()
 
-    def run(self, encoded: Sequence[bytes], frame_index: I32, boxes: F32, keypoints5: F32) -> CroppedFaces:
+    def run(
+        self,
+        encoded: Sequence[bytes],
+        frame_index: I32,
+        boxes: F32,
+        keypoints5: F32,
+        *,
+        cancelled: CancelCheck | None = None,
+    ) -> CroppedFaces:
         wanted = set(int(i) for i in frame_index.reshape(-1)) if frame_index.size else set()
-        statuses = np.zeros(len(encoded), np.int32)
-        images: list[np.ndarray | None] = []
-        for i, data in enumerate(encoded):
-            if i not in wanted:
-                images.append(None)  # not needed: never decoded
-                continue
-            status, rgb = decode_frame(bytes(data), max_pixels=self.max_pixels)
-            statuses[i] = int(status)
-            images.append(rgb)
-        sizes = [None if img is None else (int(img.shape[1]), int(img.shape[0])) for img in images]
+        statuses, pictures = decode_request(encoded, self.limits, wanted=wanted, cancelled=cancelled)
+        sizes = [None if p is None else (p.width, p.height) for p in pictures]
         check_faces(statuses, sizes, frame_index.astype(np.int32), boxes.astype(np.float32), keypoints5)
-        return self.cropper.run(images, frame_index, boxes, keypoints5)
+        return self.cropper.run(pictures, frame_index, boxes, keypoints5, cancelled=cancelled)
 
 
 RawHeadsFn = Callable[[F32], Sequence[np.ndarray]]

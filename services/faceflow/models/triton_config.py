@@ -29,6 +29,8 @@ from faceflow.models.contract import (
     CENTERFACE_INPUT,
     CENTERFACE_OUTPUT_CHANNELS,
     CENTERFACE_OUTPUTS,
+    DECODE_MIN_SIDE,
+    DETECT_BATCH_PIXELS,
     DETECT_MAX_SIDE,
     DETECTOR_NMS_IOU,
     DETECTOR_THRESHOLD,
@@ -45,6 +47,7 @@ from faceflow.models.contract import (
     FACEXFORMER_INPUT,
     MAX_FACES_PER_FRAME,
     MAX_FRAME_PIXELS,
+    REQUEST_PIXEL_BUDGET,
     TensorSpec,
     tensor_spec,
     to_config_parameters,
@@ -114,6 +117,9 @@ class BuildParameters:
     max_faces: int = MAX_FACES_PER_FRAME
     detect_max_side: int = DETECT_MAX_SIDE
     max_pixels: int = MAX_FRAME_PIXELS
+    request_pixels: int = REQUEST_PIXEL_BUDGET
+    decode_min_side: int = DECODE_MIN_SIDE  # 0: every frame decoded at full size
+    detect_batch_pixels: int = DETECT_BATCH_PIXELS
     face_model_max_batch: int = 16
     cpu_threads: int = 0  # 0: onnxruntime's default
 
@@ -182,8 +188,18 @@ def _detector_params(b: BuildParameters, variant: Variant) -> dict[str, str]:
         "nms_iou": str(b.detector_nms_iou),
         "max_faces": str(b.max_faces),
         "detect_max_side": str(b.detect_max_side),
-        "max_pixels": str(b.max_pixels),
+        "detect_batch_pixels": str(b.detect_batch_pixels),
+        **_decode_params(b),
         "cpu_threads": str(b.cpu_threads),
+    }
+
+
+def _decode_params(b: BuildParameters) -> dict[str, str]:
+    """The decoding limits every model that decodes frames reads (triton_detector.frame_limits)."""
+    return {
+        "max_pixels": str(b.max_pixels),
+        "request_pixels": str(b.request_pixels),
+        "decode_min_side": str(b.decode_min_side),
     }
 
 
@@ -214,7 +230,7 @@ def locator_config(b: BuildParameters, variant: Variant) -> ModelConfig:
 def cropper_config(b: BuildParameters, variant: Variant) -> ModelConfig:
     inputs = [_contract(n) for n in FACE_ANALYZE_INPUT_NAMES]
     outputs = [_contract("CROP_BOXES"), FACE_CROPS, ID_CHIPS]
-    params = {"max_pixels": str(b.max_pixels)}
+    params = _decode_params(b)
     text = _python_model(
         CROPPER, inputs, outputs, params,
         header="face_analyze's first step: check the given faces, crop and align them",

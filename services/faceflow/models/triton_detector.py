@@ -14,12 +14,16 @@ import numpy as np
 
 from faceflow.models.centerface import CenterFaceDetector
 from faceflow.models.contract import (
+    DECODE_MIN_SIDE,
+    DETECT_BATCH_PIXELS,
     DETECT_MAX_SIDE,
     DETECTOR_NMS_IOU,
     DETECTOR_THRESHOLD,
     MAX_FACES_PER_FRAME,
     MAX_FRAME_PIXELS,
+    REQUEST_PIXEL_BUDGET,
 )
+from faceflow.models.pipeline import FrameLimits
 from faceflow.models.triton_support import as_numpy_cpu, bls_target, float_param, int_param, version_dir
 
 
@@ -58,4 +62,18 @@ def detector_from_config(pb: Any, args: Mapping[str, str], params: Mapping[str, 
 
 
 def max_pixels(params: Mapping[str, str]) -> int:
+    """The per-frame pixel limit (parameter ``max_pixels``)."""
     return int_param(params, "max_pixels", MAX_FRAME_PIXELS)
+
+
+def frame_limits(params: Mapping[str, str]) -> FrameLimits:
+    """The limits of a model's config: ``max_pixels`` (per frame), ``request_pixels`` (per request),
+    ``decode_min_side`` (0: every frame at full size) and ``detect_batch_pixels`` (per detector
+    call); missing ones take the contract's defaults."""
+    min_side = int_param(params, "decode_min_side", DECODE_MIN_SIDE)
+    return FrameLimits(
+        max_pixels=max_pixels(params),
+        request_pixels=int_param(params, "request_pixels", REQUEST_PIXEL_BUDGET),
+        min_side=min_side if min_side > 0 else None,
+        detect_batch_pixels=int_param(params, "detect_batch_pixels", DETECT_BATCH_PIXELS),
+    )

@@ -1,8 +1,11 @@
 """Triton python model ``face_detector``: decode -> CenterFace -> crops and identity chips.
 
 The first step of ``face_pipeline``; a thin adapter around
-:class:`faceflow.models.pipeline.DetectorStage`. A bad frame gets its FRAME_STATUS; the rest of the
-request is answered; an exception inside one request becomes that request's error.
+:class:`faceflow.models.pipeline.DetectorStage`, with the limits of its config (``max_pixels``,
+``request_pixels``, ``decode_min_side``, ``detect_batch_pixels``). A bad or too large frame gets
+its FRAME_STATUS; the rest of the request is answered; an exception inside one request becomes
+that request's error. A request Triton cancels while it runs (checked between frames) is answered
+with CANCELLED. Memory freed by a batch is handed back to the OS after it.
 """
 
 from __future__ import annotations
@@ -13,25 +16,38 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from faceflow.models.identity import IdentityEmbedder
-from faceflow.models.pipeline import DetectorStage
-from faceflow.models.triton_detector import detector_from_config, max_pixels
-from faceflow.models.triton_support import answer_each, input_array, model_parameters
+from faceflow.models.pipeline import DetectorStage, RequestCancelled
+from faceflow.models.triton_detector import detector_from_config, frame_limits
+from faceflow.models.triton_support import (
+    answer_each,
+    input_array,
+    is_cancelled,
+    log_to_triton,
+    model_parameters,
+    release_freed_memory,
+)
 
 logger = logging.getLogger("faceflow.triton.face_detector")
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        log_to_triton(pb_utils, logger)
         params = model_parameters(args)
         self.stage = DetectorStage(
             detector=detector_from_config(pb_utils, args, params),
             chips=IdentityEmbedder().chips,
-            max_pixels=max_pixels(params),
+            limits=frame_limits(params),
         )
 
     def _handle(self, request: Any) -> dict[str, Any]:
         images = input_array(pb_utils, request, "IMAGES").reshape(-1)
-        return self.stage.run([bytes(x) for x in images]).as_tensors()
+        frames = [bytes(x) for x in images]
+        return self.stage.run(frames, cancelled=lambda: is_cancelled(request)).as_tensors()
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return answer_each(pb_utils, requests, self._handle, model="face_detector", log=logger)
+        responses = answer_each(
+            pb_utils, requests, self._handle, model="face_detector", log=logger, cancelled=(RequestCancelled,)
+        )
+        release_freed_memory()  # the batch's decoded frames go back to the OS, not to a heap it keeps
+        return responses

@@ -1,39 +1,40 @@
 """Triton python-backend model ``frame_info``: decode each encoded frame, report its size.
 
-FRAME_STATUS follows the ``face_pipeline`` codes (0 ok, 1 undecodable, 2 too large). A bad frame
-never fails the request: it gets its status and the rest of the batch is answered.
+FRAME_STATUS follows the ``face_pipeline`` codes (0 ok, 1 undecodable, 2 too large), from the same
+decoder the pipeline uses (:func:`faceflow.models.imaging.decode_picture`: JPEG and PNG, the
+per-frame pixel limit checked from the header, Pillow's bomb limit). HEIGHT and WIDTH are the
+oriented size. A bad frame never fails the request: it gets its status and the rest of the batch
+is answered.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image
 
-from faceflow.models.contract import MAX_FRAME_PIXELS as MAX_PIXELS
+from faceflow.models.contract import FrameStatus
+from faceflow.models.imaging import DecodeLimits, PictureTooLarge, decode_picture
 
 logger = logging.getLogger(__name__)
+LIMITS = DecodeLimits()
 
 
 def _probe(data: bytes) -> tuple[int, int, int]:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                return 2, height, width
-            img.load()
-            return 0, height, width
+        picture = decode_picture(data, LIMITS)
+    except PictureTooLarge:
+        return int(FrameStatus.TOO_LARGE), 0, 0
     except Exception:  # noqa: BLE001 - any decoder failure is data, not a crash
-        return 1, 0, 0
+        return int(FrameStatus.UNDECODABLE), 0, 0
+    return int(FrameStatus.OK), picture.height, picture.width
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        Image.MAX_IMAGE_PIXELS = None  # we enforce MAX_PIXELS ourselves, as a status
+        logger.info("frame_info: pixel limit %d", LIMITS.max_pixels)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
