@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from faceflow.cli import build_parser
 from faceflow.ingest.backpressure import QueuePolicy
-from faceflow.ingest.cli import QUEUE_POLICIES, SEQ_STARTS
+from faceflow.ingest.cli import QUEUE_POLICIES, SEQ_STARTS, config_from_args
 from faceflow.ingest.config import (
     IngestConfig,
     PolicyChoice,
@@ -17,6 +19,7 @@ from faceflow.ingest.config import (
     uri_is_live,
 )
 from faceflow.ingest.errors import IngestConfigError
+from faceflow.ingest.policy import SourcePolicy
 from faceflow.streams import InvalidStreamId
 from faceflow.v1 import ingest_pb2
 
@@ -40,6 +43,11 @@ from faceflow.v1 import ingest_pb2
         ({"max_in_flight_bytes": 1024}, IngestConfigError, "max_in_flight_bytes"),
         ({"reconnect_max_s": 0.1, "reconnect_initial_s": 1.0}, IngestConfigError, "reconnect_max_s"),
         ({"topic": ""}, IngestConfigError, "topic: expected a topic name"),
+        ({"allow_schemes": "rtsp,gopher"}, IngestConfigError, "allow_schemes: expected some of"),
+        ({"allow_hosts": "10.0.0.1/8"}, IngestConfigError, "allow_hosts: expected a CIDR network"),
+        ({"allow_hosts": "cam example"}, IngestConfigError, "allow_hosts: expected a host name"),
+        ({"allow_file_roots": ""}, IngestConfigError, "allow_file_roots: expected comma-separated entries"),
+        ({"allow_file_roots": ("/data",)}, IngestConfigError, "allow_file_roots: expected a comma-separated"),
     ],
 )
 def test_config_validation(
@@ -156,6 +164,52 @@ def test_from_env_reads_prefixed_variables_and_sources(tmp_path: Any) -> None:
 def test_from_env_errors(env: dict[str, str], message_part: str) -> None:
     with pytest.raises(IngestConfigError, match=message_part):
         IngestConfig.from_env(env)
+
+
+def test_the_source_policy_from_the_environment(tmp_path: Any) -> None:
+    env = {
+        "FACEFLOW_INGEST_ALLOW_SCHEMES": "rtsp",
+        "FACEFLOW_INGEST_ALLOW_HOSTS": "cam.example.com, *.cams.example.org, 10.0.0.0/8",
+        "FACEFLOW_INGEST_ALLOW_FILE_ROOTS": f"{tmp_path},/srv/media",
+        "FACEFLOW_INGEST_SOURCES": "ops=/etc/faceflow/lobby.mp4 cam=rtsp://127.0.0.1/x",
+    }
+    config = IngestConfig.from_env(env)
+    policy = config.source_policy()
+    assert policy.schemes == frozenset({"rtsp"})
+    assert policy.host_names == frozenset({"cam.example.com"})
+    assert policy.host_suffixes == (".cams.example.org",)
+    assert [str(n) for n in policy.networks] == ["10.0.0.0/8"]
+    assert policy.file_roots == (str(tmp_path), "/srv/media")
+    # The operator's own sources are not subject to the policy.
+    assert [s.uri for s in config.sources] == ["/etc/faceflow/lobby.mp4", "rtsp://127.0.0.1/x"]
+    assert config.describe()["allow_hosts"] == "cam.example.com, *.cams.example.org, 10.0.0.0/8"
+
+
+def test_the_defaults_and_the_kubernetes_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    local = IngestConfig().source_policy()
+    assert (local.schemes, local.file_roots) == (
+        frozenset({"rtsp", "rtsps", "http", "https"}),
+        (str(tmp_path),),
+    )
+    assert (local.host_names, local.host_suffixes, local.networks) == (frozenset(), (), ())
+    env_file = Path(__file__).resolve().parents[2] / "k8s" / "base" / "ingest" / "config.env"
+    lines = [line for line in env_file.read_text().splitlines() if line and not line.startswith("#")]
+    env = dict(line.split("=", 1) for line in lines)
+    assert SourcePolicy() == IngestConfig.from_env(env).source_policy()  # nothing on Kubernetes
+
+
+def test_policy_flags_override_the_environment() -> None:
+    args = build_parser().parse_args(
+        ["ingest", "--allow-schemes", "https", "--allow-hosts", "none", "--allow-file-roots", "/srv/a,/srv/b"]
+    )
+    config = config_from_args(args, {"FACEFLOW_INGEST_ALLOW_HOSTS": "cam.example.com"})
+    policy = config.source_policy()
+    assert (policy.schemes, policy.host_names, policy.file_roots) == (
+        frozenset({"https"}),
+        frozenset(),
+        ("/srv/a", "/srv/b"),
+    )
 
 
 def test_describe_redacts_passwords() -> None:

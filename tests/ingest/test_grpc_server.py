@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,7 +21,7 @@ from support_ingest import (
     wait_until,
 )
 
-from faceflow.ingest.grpc_server import SERVICE_NAME, IngestServer
+from faceflow.ingest.grpc_server import FRAMES_TAKEN_KEY, SERVICE_NAME, IngestServer
 from faceflow.ingest.service import IngestService
 from faceflow.kafka.headers import TraceParent
 from faceflow.topics import FRAME_PAYLOAD_LIMIT
@@ -41,10 +43,18 @@ class Api:
 
 
 @pytest.fixture
-def api(kafka_bootstrap: str, unique_name: str) -> Iterator[Api]:
+def api(kafka_bootstrap: str, unique_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     topic = create_frames_topic(kafka_bootstrap, unique_name)
     service = IngestService(
-        ingest_config(kafka_bootstrap, topic, seq_start="zero", target_fps=0.0, max_reconnect_attempts=0)
+        ingest_config(
+            kafka_bootstrap,
+            topic,
+            seq_start="zero",
+            target_fps=0.0,
+            max_reconnect_attempts=0,
+            allow_file_roots=str(tmp_path_factory.getbasetemp()),  # the media and every tmp_path
+            allow_hosts="127.0.0.1",
+        )
     )
     service.start(serve_metrics=False)
     server = IngestServer(service, "127.0.0.1", 0, workers=8)
@@ -94,6 +104,7 @@ def test_pushed_frames_reach_the_topic(api: Api) -> None:
     assert (reply.accepted, reply.rejected) == (2, 1)
     assert reply.rejections[0].reason == ingest_pb2.REJECT_REASON_NOT_AN_IMAGE
     assert reply.rejections[0].index == 1
+    assert "object at 0x" not in reply.rejections[0].detail  # PIL's message names a BytesIO object
     records = consume(api.bootstrap, api.topic, until=has_end("edge-1"))
     frames = of_stream(records, "edge-1")
     assert [f.seq - frames[0].seq for f in frames] == [0, 1, 2]
@@ -200,3 +211,78 @@ def test_sources_at_run_time(api: Api, media: object) -> None:
     frames = of_stream(consume(api.bootstrap, api.topic, until=has_end("clip")), "clip")
     assert [f.seq for f in frames] == list(range(11))
     assert max(frames[0].width, frames[0].height) == 160
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected", "message_part"),
+    [
+        ("/etc/passwd", "PERMISSION_DENIED", "outside the folders allowed for sources started over gRPC"),
+        (
+            "/etc/no-such-file",
+            "PERMISSION_DENIED",
+            "outside the folders allowed for sources started over gRPC",
+        ),
+        ("{tmp}/../../../../../../etc/passwd", "PERMISSION_DENIED", "outside the folders allowed"),
+        ("{tmp}/passwd-link", "PERMISSION_DENIED", "through a symbolic link"),
+        ("file:///etc/passwd", "PERMISSION_DENIED", "FACEFLOW_INGEST_ALLOW_FILE_ROOTS"),
+        ("http://169.254.169.254/latest/meta-data/", "PERMISSION_DENIED", "FACEFLOW_INGEST_ALLOW_HOSTS"),
+        ("rtsp://[::1]:8554/cam", "PERMISSION_DENIED", "address ::1 is not in the networks allowed"),
+        ("rtsp://localhost:8554/cam", "PERMISSION_DENIED", "host localhost is not allowed"),
+        ("udp://127.0.0.1:1234", "PERMISSION_DENIED", "FACEFLOW_INGEST_ALLOW_SCHEMES"),
+        ("rtsp://127.0.0.1:99999/cam", "INVALID_ARGUMENT", "expected a port in 0..65535"),
+        ("{tmp}/clip\x00.mp4", "INVALID_ARGUMENT", "no control characters"),
+        ("{tmp}/missing.mp4", "NOT_FOUND", "no such file or folder"),
+        ("{tmp}/clip.mp4", "OK", "{tmp}/clip.mp4"),
+        ("{tmp}/alias.mp4", "OK", "{tmp}/clip.mp4"),  # a link inside the allowed folders: resolved
+        ("file://{tmp}/clip.mp4", "OK", "{tmp}/clip.mp4"),
+    ],
+)
+def test_the_source_policy_over_grpc(
+    api: Api, media: object, tmp_path: Path, uri: str, expected: str, message_part: str
+) -> None:
+    shutil.copy(media.mp4, tmp_path / "clip.mp4")  # type: ignore[attr-defined]
+    (tmp_path / "alias.mp4").symlink_to(tmp_path / "clip.mp4")
+    (tmp_path / "passwd-link").symlink_to("/etc/passwd")
+    uri, message_part = (text.replace("{tmp}", str(tmp_path)) for text in (uri, message_part))
+    request = spec("asked", uri)
+    if expected == "OK":
+        reply = api.stub.StartSource(request, timeout=TIMEOUT)
+        assert reply.status.spec.uri == message_part
+        api.stub.StopSource(ingest_pb2.StopSourceRequest(stream_id="asked"), timeout=TIMEOUT)
+        return
+    with pytest.raises(grpc.RpcError) as info:
+        api.stub.StartSource(request, timeout=TIMEOUT)
+    assert info.value.code() == getattr(grpc.StatusCode, expected)
+    assert message_part in info.value.details()
+    assert "asked" not in {s.spec.stream_id for s in api.service.list_sources()}
+
+
+def test_a_refusal_does_not_tell_whether_a_path_exists(api: Api) -> None:
+    details = []
+    for path in ("/etc/passwd", "/etc/no-such-file"):
+        with pytest.raises(grpc.RpcError) as info:
+            api.stub.StartSource(spec("probe", path), timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        details.append(info.value.details().replace(path, "PATH"))
+    assert details[0] == details[1]
+
+
+@pytest.mark.parametrize(
+    ("last", "expected", "message_part"),
+    [
+        (push("bad id"), "INVALID_ARGUMENT", "stream id: expected"),
+        (push("edge-t", b"\xff" * (FRAME_PAYLOAD_LIMIT + 1)), "RESOURCE_EXHAUSTED", "payload limit"),
+    ],
+)
+def test_a_failed_push_says_how_many_frames_were_taken(
+    api: Api, last: ingest_pb2.PushFramesRequest, expected: str, message_part: str
+) -> None:
+    requests = [push("edge-t"), push("edge-t", b"not an image"), push("edge-t"), last]
+    with pytest.raises(grpc.RpcError) as info:
+        api.stub.PushFrames(iter(requests), timeout=TIMEOUT)
+    assert info.value.code() == getattr(grpc.StatusCode, expected)
+    assert message_part in info.value.details()
+    assert info.value.details().endswith("; 3 frames of this call were taken before the error")
+    assert (FRAMES_TAKEN_KEY, "3") in tuple(info.value.trailing_metadata())
+    frames = of_stream(consume(api.bootstrap, api.topic, until=lambda rs: len(rs) >= 2), "edge-t")
+    assert len(frames) == 2  # the two pictures before the error were sent (the bad one rejected)

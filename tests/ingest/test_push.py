@@ -11,8 +11,16 @@ from skimage import data as skdata
 
 from faceflow.ingest.encode import EncodeSettings
 from faceflow.ingest.errors import FrameTooLarge
-from faceflow.ingest.metrics import DropCause
-from faceflow.ingest.push import NotAnImage, PushStreams, PushTally, prepare_image, pushed_frame
+from faceflow.ingest.metrics import DropCause, RefusalCause
+from faceflow.ingest.push import (
+    NotAnImage,
+    PushStreams,
+    PushTally,
+    add_frames_taken,
+    frames_taken_note,
+    prepare_image,
+    pushed_frame,
+)
 from faceflow.v1 import ingest_pb2
 
 ASTRONAUT = skdata.astronaut()  # 512x512 RGB
@@ -99,11 +107,34 @@ def test_tally_counts_and_lists_rejections() -> None:
     tally.sent()
     tally.settle(0, "s", None)
     tally.settle(1, "s", "timed out")
-    tally.reject(2, "s", DropCause.NOT_AN_IMAGE, "garbage")
+    tally.reject(
+        2, "s", RefusalCause.NOT_AN_IMAGE, "cannot identify image file <_io.BytesIO object at 0x7f00>"
+    )
+    tally.reject(3, "s", RefusalCause.TOO_LARGE, "x" * 2000)
+    tally.reject(4, "s", DropCause.BROKER_STALLED, "no room")
     assert tally.wait(0.1) == 0
     reply = tally.reply()
-    assert (reply.accepted, reply.rejected) == (1, 2)
+    assert (reply.accepted, reply.rejected) == (1, 4)
     assert [(r.index, r.reason) for r in reply.rejections] == [
         (1, ingest_pb2.REJECT_REASON_BACKPRESSURE),
         (2, ingest_pb2.REJECT_REASON_NOT_AN_IMAGE),
+        (3, ingest_pb2.REJECT_REASON_TOO_LARGE),
+        (4, ingest_pb2.REJECT_REASON_BACKPRESSURE),
     ]
+    assert reply.rejections[1].detail == "cannot identify image file"  # no object repr reaches a client
+    assert len(reply.rejections[2].detail) == 500 and reply.rejections[2].detail.endswith("...")
+
+
+@pytest.mark.parametrize(
+    ("taken", "note"),
+    [
+        (0, "0 frames of this call were taken before the error"),
+        (1, "1 frame of this call was taken before the error"),
+        (12, "12 frames of this call were taken before the error"),
+    ],
+)
+def test_frames_taken_note(taken: int, note: str) -> None:
+    assert frames_taken_note(taken) == note
+    error = NotAnImage("frame 3: bad")
+    add_frames_taken(error, taken)
+    assert str(error) == f"frame 3: bad; {note}"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from support_ingest import astronaut_jpeg, wait_until
 
 from faceflow.ingest.config import IngestConfig, SourceConfig
-from faceflow.ingest.errors import SourceNotFound
-from faceflow.ingest.metrics import DropCause
+from faceflow.ingest.errors import SourceNotAllowed, SourceNotFound
+from faceflow.ingest.metrics import DropCause, RefusalCause
 from faceflow.ingest.producer import InMemoryFrameSink
 from faceflow.ingest.push import PushTooLarge, StreamBusy
 from faceflow.ingest.runner import SourceState
@@ -75,6 +76,34 @@ def test_a_missing_path_is_refused_up_front(service: IngestService, tmp_path: ob
         service.start_source(service.config.source("gone", f"{tmp_path}/nothing.mp4"))
 
 
+def test_requested_sources_pass_the_policy_and_configured_ones_do_not(tmp_path: Path) -> None:
+    root, outside = tmp_path / "media", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.mp4").write_bytes(b"x")
+    (root / "clip.mp4").write_bytes(b"x")
+    (root / "alias.mp4").symlink_to(root / "clip.mp4")
+    config = IngestConfig(target_fps=0.0, allow_file_roots=str(root), allow_hosts="cams.example.com")
+    svc = IngestService(config, sink=InMemoryFrameSink(), opener=opener)
+    svc.start(serve_metrics=False)
+    try:
+        with pytest.raises(SourceNotAllowed, match="outside the folders allowed"):
+            svc.request_source(config.source("secret", str(outside / "secret.mp4")))
+        with pytest.raises(SourceNotAllowed, match=r"address 127\.0\.0\.1 is not in the networks allowed"):
+            svc.request_source(config.source("local", "rtsp://127.0.0.1/x"))
+        with pytest.raises(SourceNotFound, match="no such file or folder"):
+            svc.request_source(config.source("gone", str(root / "gone.mp4")))
+        started = svc.request_source(config.source("alias", str(root / "alias.mp4")))
+        assert started.spec.uri == str(root / "clip.mp4")  # the source opens the resolved path
+        assert svc.request_source(config.source("cam", "rtsp://cams.example.com/x")).spec.uri == (
+            "rtsp://cams.example.com/x"
+        )
+        # The operator's own choice is not limited by the policy.
+        svc.start_source(config.source("ops", str(outside / "secret.mp4")))
+    finally:
+        svc.stop(2)
+
+
 def test_a_service_that_is_not_running_takes_no_sources() -> None:
     svc = IngestService(IngestConfig(), sink=InMemoryFrameSink(), opener=opener)
     with pytest.raises(ServiceStopping):
@@ -106,14 +135,23 @@ def test_push_counts_accepted_and_rejected_frames(service: IngestService) -> Non
     assert [f.end_of_stream for f in frames] == [False, False, False, True]
     assert [f.seq - frames[0].seq for f in frames] == [0, 1, 2, 3]
     assert (frames[0].width, frames[0].height) == (256, 256)  # bounded to the service's max side
-    assert service.metrics.dropped_total("edge-1", DropCause.NOT_AN_IMAGE) == 1
+    assert service.metrics.refused_total("edge-1", RefusalCause.NOT_AN_IMAGE) == 1
+    assert service.metrics.dropped_total("edge-1") == 0
 
 
 @pytest.mark.parametrize(
     ("requests", "error", "message_part"),
     [
-        ([request("ok"), request("bad id")], InvalidStreamId, "stream id: expected"),
-        ([request("big", b"\xff" * (8 * 1024 * 1024))], PushTooLarge, "frame 0 of stream big: 8388608 bytes"),
+        (
+            [request("ok"), request("bad id")],
+            InvalidStreamId,
+            "stream id: expected .*; 1 frame of this call was taken before the error$",
+        ),
+        (
+            [request("big", b"\xff" * (8 * 1024 * 1024))],
+            PushTooLarge,
+            "frame 0 of stream big: 8388608 bytes.*; 0 frames of this call were taken before the error$",
+        ),
     ],
 )
 def test_push_refusals(

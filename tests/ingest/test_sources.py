@@ -157,6 +157,8 @@ def test_classify_av_error(
         ("rtsp://10.0.0.5/stream1", "rtsp://10.0.0.5/stream1"),
         ("rtsp://admin@10.0.0.5/s", "rtsp://admin@10.0.0.5/s"),
         ("/videos/a:b@c.mp4", "/videos/a:b@c.mp4"),
+        ("rtsp://admin:secret@Cam.Local:99999/s", "rtsp://admin:***@Cam.Local:99999/s"),  # a bad port
+        ("rtsp://admin:secret@[::1/s", "rtsp://***"),  # does not parse: only the scheme is kept
     ],
 )
 def test_redact_uri(uri: str, expected: str) -> None:

@@ -2,8 +2,11 @@
 
 Settings come from ``FACEFLOW_INGEST_*`` variables (and ``FACEFLOW_KAFKA_BOOTSTRAP``), then from
 these flags; sources from ``--source STREAM_ID=URI`` (repeatable), ``--sources-file FILE`` and
-``FACEFLOW_INGEST_SOURCES``. On SIGTERM or SIGINT the service reports NOT_SERVING on its health
-endpoint, stops its sources, sends what is queued within ``--grace-s`` seconds and exits 0.
+``FACEFLOW_INGEST_SOURCES``; these are the operator's choice and are not limited by the source
+policy (``--allow-schemes``, ``--allow-hosts``, ``--allow-file-roots``), which applies only to
+sources that clients start over gRPC (:mod:`faceflow.ingest.policy`). On SIGTERM or SIGINT the
+service reports NOT_SERVING on its health endpoint, stops its sources, sends what is queued within
+``--grace-s`` seconds and exits 0.
 """
 
 from __future__ import annotations
@@ -62,6 +65,23 @@ def register(sub: Any) -> None:
     p.add_argument("--seq-start", choices=SEQ_STARTS, help="where seq starts (default clock)")
     p.add_argument("--grace-s", type=float, help="seconds to finish sending on SIGTERM (default 10)")
     p.add_argument(
+        "--allow-schemes",
+        metavar="LIST",
+        help="URL schemes a StartSource call may use, comma-separated or 'none' "
+        "(default rtsp,rtsps,http,https)",
+    )
+    p.add_argument(
+        "--allow-hosts",
+        metavar="LIST",
+        help="hosts a StartSource call may name: names, *.suffix, IP addresses, CIDR networks (default none)",
+    )
+    p.add_argument(
+        "--allow-file-roots",
+        metavar="LIST",
+        help="folders a StartSource call may read below, comma-separated or 'none' (default ., the working "
+        "folder); --source and FACEFLOW_INGEST_SOURCES are not limited by these three",
+    )
+    p.add_argument(
         "--until-done", action="store_true", help="exit once every source has ended (files, folders)"
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -87,6 +107,9 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         queue_policy=args.queue_policy,
         seq_start=args.seq_start,
         grace_s=args.grace_s,
+        allow_schemes=args.allow_schemes,
+        allow_hosts=args.allow_hosts,
+        allow_file_roots=args.allow_file_roots,
     )
     if args.max_side is not None:
         config = replace(config, max_side=args.max_side or None)

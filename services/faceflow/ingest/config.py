@@ -22,7 +22,8 @@ from pathlib import Path
 
 from faceflow.ingest.backpressure import QueuePolicy
 from faceflow.ingest.checks import check_int, check_number
-from faceflow.ingest.errors import IngestConfigError
+from faceflow.ingest.errors import IngestConfigError, client_text
+from faceflow.ingest.policy import DEFAULT_FILE_ROOTS, DEFAULT_HOSTS, DEFAULT_SCHEMES, SourcePolicy
 from faceflow.ingest.sources_file import load_sources_file
 from faceflow.ingest.uris import URL_SCHEMES, redact_uri
 from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV, ConfigMixin, load_env
@@ -65,12 +66,13 @@ def uri_is_live(uri: str) -> bool:
 
 def _check_uri(uri: object) -> str:
     if not isinstance(uri, str) or not uri.strip():
-        raise IngestConfigError(f"uri: expected a file path, folder or URL, got {uri!r}")
+        raise IngestConfigError(f"uri: expected a file path, folder or URL, got {client_text(repr(uri), 80)}")
     if "://" in uri:
         scheme = uri.split("://", 1)[0].lower()
         if scheme != "file" and scheme not in URL_SCHEMES:
             raise IngestConfigError(
-                f"uri: expected a path or a URL with one of {sorted(URL_SCHEMES)}, got scheme {scheme!r}"
+                f"uri: expected a path or a URL with one of {sorted(URL_SCHEMES)}, "
+                f"got scheme {client_text(repr(scheme), 40)}"
             )
     return uri
 
@@ -201,6 +203,12 @@ class IngestConfig(ConfigMixin):
     drop_log_interval_s: float = 10.0
     max_finished_sources: int = 256
     max_push_streams: int = 1024
+    # The source policy of StartSource (faceflow.ingest.policy): comma-separated, "none" for an
+    # empty list. Sources given by the operator (flags, FACEFLOW_INGEST_SOURCES, the sources file)
+    # are not subject to it.
+    allow_schemes: str = DEFAULT_SCHEMES
+    allow_hosts: str = DEFAULT_HOSTS
+    allow_file_roots: str = DEFAULT_FILE_ROOTS
     sources: tuple[SourceConfig, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -247,6 +255,7 @@ class IngestConfig(ConfigMixin):
         check_number("drop_log_interval_s", self.drop_log_interval_s, minimum=0.0)
         check_int("max_finished_sources", self.max_finished_sources, minimum=1)
         check_int("max_push_streams", self.max_push_streams, minimum=1)
+        self.source_policy()
         seen: set[str] = set()
         for source in self.sources:
             if not isinstance(source, SourceConfig):
@@ -278,6 +287,17 @@ class IngestConfig(ConfigMixin):
             jpeg_quality=self.jpeg_quality if jpeg_quality is None else jpeg_quality,
             folder_fps=self.folder_fps if folder_fps is None else folder_fps,
             live=live,
+        )
+
+    def source_policy(self) -> SourcePolicy:
+        """The policy of sources started over gRPC, from ``allow_schemes``, ``allow_hosts`` and
+        ``allow_file_roots`` (relative roots taken against the working folder now).
+
+        Raises:
+            IngestConfigError: an entry does not parse.
+        """
+        return SourcePolicy.parse(
+            schemes=self.allow_schemes, hosts=self.allow_hosts, file_roots=self.allow_file_roots
         )
 
     def policy_for(self, live: bool) -> QueuePolicy:

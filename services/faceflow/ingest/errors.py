@@ -8,7 +8,20 @@ retrying (:class:`SourceDisconnected`) and giving up (:class:`SourceNotFound`,
 
 from __future__ import annotations
 
-from faceflow.errors import ConfigError, FaceflowError, InvalidArgument, NotFound
+import re
+
+from faceflow.errors import ConfigError, FaceflowError, InvalidArgument, NotFound, PermissionDenied
+
+#: The longest reason text a client is sent (a rejection detail, a source's last error).
+MAX_CLIENT_TEXT = 500
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+
+def client_text(text: str, limit: int = MAX_CLIENT_TEXT) -> str:
+    """``text`` with object reprs (``<_io.BytesIO object at 0x7f...>``) removed, cut to ``limit``
+    characters (the cut marked with ``...``)."""
+    cleaned = _OBJECT_REPR.sub("", text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 class IngestError(FaceflowError):
@@ -19,6 +32,14 @@ class IngestConfigError(IngestError, ConfigError, InvalidArgument):
     """An ingest setting (target fps, queue size, JPEG quality, ...) is invalid.
 
     At start-up it stops the service; in a request (``StartSource``) it is ``INVALID_ARGUMENT``.
+    """
+
+
+class SourceNotAllowed(IngestError, PermissionDenied):  # noqa: N818
+    """A source requested over gRPC is outside the source policy (``PERMISSION_DENIED``).
+
+    Raised from the text of the URI alone, or after resolving symbolic links of a path inside an
+    allowed folder; the message never says whether a path outside the allowed folders exists.
     """
 
 

@@ -5,9 +5,12 @@ Health, reflection, graceful stop and the mapping from errors to status codes co
 
 ==================== =========================================================================
 INVALID_ARGUMENT     a stream id that breaks the naming rule; a bad ``SourceSpec`` (fps < 0,
-                     JPEG quality > 100, unsupported URL scheme, no spec)
+                     JPEG quality > 100, unsupported URL scheme, a URI that does not parse, no
+                     spec)
+PERMISSION_DENIED    ``StartSource`` of a source outside the source policy
+                     (:mod:`faceflow.ingest.policy`), decided before the file system is touched
 NOT_FOUND            ``StopSource`` of an unknown stream id; ``StartSource`` of a local path
-                     that does not exist
+                     inside an allowed folder that does not exist
 ALREADY_EXISTS       ``StartSource`` of a stream id whose source is still running; pushing to it
 RESOURCE_EXHAUSTED   a pushed image over the frames topic's payload limit (and, from gRPC itself,
                      a message over the server's receive limit)
@@ -15,7 +18,9 @@ UNAVAILABLE          the broker cannot be reached, or the service is shutting do
 ==================== =========================================================================
 
 A frame that is not a picture is *not* a call error: ``PushFrames`` lists it in the reply's
-rejections and goes on (see :mod:`faceflow.ingest.push`).
+rejections and goes on (see :mod:`faceflow.ingest.push`). A ``PushFrames`` call that ends with an
+error carries the trailing metadata :data:`FRAMES_TAKEN_KEY` (``faceflow-frames-taken``): how
+many of its frames were taken before the error; its status message ends with the same number.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import threading
 from typing import Any
 
 from faceflow.ingest.config import SourceConfig
-from faceflow.ingest.errors import IngestConfigError
+from faceflow.ingest.errors import IngestConfigError, client_text
+from faceflow.ingest.push import PushTally
 from faceflow.ingest.runner import SourceSnapshot, SourceState
 from faceflow.ingest.service import IngestService
 from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding, trace_parent_of
@@ -37,6 +43,8 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME: str = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
 #: The largest request the server reads: a frame at the topic's limit plus its envelope.
 MAX_RECEIVE_BYTES = FRAMES_MAX_MESSAGE_BYTES
+#: The trailing metadata key of a failed ``PushFrames`` call: how many of its frames were taken.
+FRAMES_TAKEN_KEY = "faceflow-frames-taken"
 
 _STATES = {
     SourceState.STARTING: ingest_pb2.SOURCE_STATE_STARTING,
@@ -49,7 +57,8 @@ _STATES = {
 
 
 def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
-    """The proto ``SourceStatus`` of a source snapshot (URL passwords redacted)."""
+    """The proto ``SourceStatus`` of a source snapshot (URL passwords redacted, ``last_error``
+    without object reprs)."""
     return ingest_pb2.SourceStatus(
         spec=snapshot.spec.to_proto(),
         state=_STATES[snapshot.state],
@@ -58,7 +67,7 @@ def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
         frames_dropped=snapshot.frames_dropped,
         next_seq=snapshot.next_seq,
         reconnects=snapshot.reconnects,
-        last_error=snapshot.last_error,
+        last_error=client_text(snapshot.last_error),
     )
 
 
@@ -69,7 +78,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.service = service
 
     def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:
-        return self.service.push(request_iterator, trace=trace_parent_of(context))
+        tally = PushTally()
+        try:
+            return self.service.push(request_iterator, trace=trace_parent_of(context), tally=tally)
+        except Exception:
+            context.set_trailing_metadata(((FRAMES_TAKEN_KEY, str(tally.taken)),))
+            raise
 
     def StartSource(
         self, request: ingest_pb2.StartSourceRequest, context: Any
@@ -77,7 +91,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         if not request.HasField("spec"):
             raise IngestConfigError("spec: expected a SourceSpec, got none")
         spec = SourceConfig.from_proto(request.spec, self.service.config)
-        return ingest_pb2.StartSourceResponse(status=to_status(self.service.start_source(spec)))
+        return ingest_pb2.StartSourceResponse(status=to_status(self.service.request_source(spec)))
 
     def StopSource(
         self, request: ingest_pb2.StopSourceRequest, context: Any

@@ -12,6 +12,7 @@ Prometheus name                            type      labels
 faceflow_ingest_frames_in_total            counter   stream_id (decoded or pushed, before sampling)
 faceflow_ingest_frames_produced_total      counter   stream_id (acknowledged by the broker)
 faceflow_ingest_frames_dropped_total       counter   stream_id, reason (:class:`DropCause`)
+faceflow_ingest_frames_refused_total       counter   stream_id, reason (:class:`RefusalCause`)
 faceflow_ingest_reconnects_total           counter   stream_id
 faceflow_ingest_produce_latency_seconds    histogram stream_id (send to broker acknowledgement)
 faceflow_ingest_queue_depth                gauge     stream_id
@@ -22,6 +23,16 @@ Nothing is dropped silently (DESIGN.md): every drop goes through :meth:`IngestMe
 which counts it and logs a per-stream summary at most once per ``drop_log_interval_s`` (the first
 drop of a stream at once), so a stalled broker gives one line per stream per interval, not one
 line per frame.
+
+"Dropped" is what ingest itself lost (backpressure, a broker that did not acknowledge, a decoded
+frame that cannot be encoded small enough); "refused" is what a client pushed and ingest did not
+take because of the frame or the call (:meth:`IngestMetrics.refuse`). For a pushed stream every
+message counted in is counted once more when it settles, so once nothing is in flight::
+
+    in = produced + dropped + refused
+
+(pushed end-of-stream markers count in ``in`` and ``produced`` like frames). For a pulled source,
+``in`` counts decoded frames before sampling, so the frames the sampler skips are the difference.
 """
 
 from __future__ import annotations
@@ -51,10 +62,19 @@ class DropCause(StrEnum):
     QUEUE_TIMEOUT = "queue_timeout"  # the block policy waited block_timeout_s for room
     QUEUE_CLOSED = "queue_closed"  # decoded while the source was stopping
     TOO_LARGE = "too_large"  # no JPEG under the topic's limit even after downscaling
-    NOT_AN_IMAGE = "not_an_image"  # pushed bytes that are not a JPEG or PNG picture
     BROKER_STALLED = "broker_stalled"  # no room in the in-flight window within produce_block_s
     BROKER_TIMEOUT = "broker_timeout"  # the producer could not send within produce_block_s
     DELIVERY_FAILED = "delivery_failed"  # the broker did not acknowledge within the delivery timeout
+
+
+class RefusalCause(StrEnum):
+    """Why a pushed frame counted in was not taken; the ``reason`` label of the refused counter."""
+
+    NOT_AN_IMAGE = "not_an_image"  # not a JPEG or PNG picture (rejected; the call goes on)
+    TOO_LARGE = "too_large"  # too many pixels, or no JPEG under the limit (rejected; the call goes on)
+    OVER_PAYLOAD_LIMIT = "over_payload_limit"  # bytes over the topic's payload limit (the call ends)
+    STREAM_BUSY = "stream_busy"  # the stream id belongs to a running pulled source (the call ends)
+    INTERNAL = "internal_error"  # an unexpected error while taking it (the call ends)
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,10 @@ class IngestMetrics:
         self._dropped = meter.create_counter(
             "faceflow.ingest.frames.dropped", description="Frames that did not reach the topic, by reason"
         )
+        self._refused = meter.create_counter(
+            "faceflow.ingest.frames.refused",
+            description="Pushed frames counted in that were not taken, by reason",
+        )
         self._reconnects = meter.create_counter(
             "faceflow.ingest.reconnects", description="Reconnect attempts of live sources"
         )
@@ -123,6 +147,7 @@ class IngestMetrics:
         self._last_log: dict[str, float] = {}
         self._totals = BoundedCounter(MAX_DROP_LOG_STREAMS * len(DropCause))
         self._stream_totals = BoundedCounter(MAX_DROP_LOG_STREAMS)
+        self._refusals = BoundedCounter(MAX_DROP_LOG_STREAMS * len(RefusalCause))
 
     def set_gauge_source(self, gauges: GaugeSource) -> None:
         self._gauges = gauges
@@ -166,6 +191,15 @@ class IngestMetrics:
                     self._log(old, counts, self._stream_total(old), None)
         if summary is not None:
             self._log(stream_id, *summary)
+
+    def refuse(self, stream_id: str, cause: RefusalCause, count: int = 1) -> None:
+        """Count ``count`` pushed frames of ``stream_id`` that were counted in and not taken."""
+        self._refused.add(count, {"stream_id": self._label(stream_id), "reason": cause.value})
+        self._refusals.add((stream_id, cause), count)
+
+    def refused_total(self, stream_id: str, cause: RefusalCause) -> int:
+        """Frames of ``stream_id`` refused for ``cause`` so far (recent streams only)."""
+        return self._refusals.get((stream_id, cause))
 
     def flush_drop_log(self) -> None:
         """Log what was dropped since each stream's last summary (at shutdown)."""

@@ -15,31 +15,42 @@ What happens to a pushed frame, and what the client is told:
   ``REJECT_REASON_BACKPRESSURE``; when the broker cannot be reached at all the call ends with
   ``UNAVAILABLE`` (:class:`BrokerUnavailable`) so that the client backs off.
 
+A call that ends with an error says how many of its frames were taken before it: the status
+message ends with "; N frames of this call were taken before the error" and the gRPC adapter adds
+the trailing metadata ``faceflow-frames-taken: N``. Frames 0..N-1 of the call were each sent to
+the topic or rejected as a bad frame; frame N (the one that failed) and later were not taken.
+
 ``accepted`` in the reply counts frames the broker acknowledged (``acks=all``): the reply is sent
-once every frame of the call is acknowledged or failed. A JPEG that already fits (RGB, longest side
-within ``max_side``, under the byte limit) is passed through untouched; anything else is decoded
-and re-encoded as JPEG. Each pushed stream gets its own ``seq`` counter (kept for the
-``max_push_streams`` most recently seen streams), starting at the wall clock in microseconds.
+once every frame of the call is acknowledged or failed. A JPEG that already fits (RGB, no EXIF
+rotation to apply, longest side within ``max_side``, under the byte limit) is passed through
+untouched; anything else is decoded (:func:`faceflow.models.imaging.decode_picture`: pixel limit
+from the header, every image mode to 8-bit RGB) and re-encoded as JPEG. Each pushed stream gets
+its own ``seq`` counter (kept for the ``max_push_streams`` most recently seen streams), starting at
+the wall clock in microseconds.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import numpy as np
-from PIL import Image
-
 from faceflow.errors import AlreadyExists, ResourceExhausted, Unavailable
 from faceflow.ingest.encode import EncodeSettings, bound_size, fit_under
-from faceflow.ingest.errors import FrameTooLarge, IngestError
+from faceflow.ingest.errors import FrameTooLarge, IngestError, client_text
 from faceflow.ingest.frames import JPEG, EncodedFrame
-from faceflow.ingest.metrics import DropCause
+from faceflow.ingest.metrics import DropCause, RefusalCause
 from faceflow.ingest.reconnect import SeqCounter
+from faceflow.models.contract import FRAME_FORMATS, MAX_FRAME_PIXELS
+from faceflow.models.imaging import (
+    DecodeLimits,
+    PictureTooLarge,
+    PictureUndecodable,
+    UnsupportedFormat,
+    decode_picture,
+)
 from faceflow.v1 import ingest_pb2
 
 logger = logging.getLogger(__name__)
@@ -77,35 +88,36 @@ class PreparedImage:
 def prepare_image(image: bytes, settings: EncodeSettings) -> PreparedImage:
     """Check that ``image`` is a JPEG or PNG picture and bound it like a decoded frame.
 
+    It is decoded by :func:`faceflow.models.imaging.decode_picture` (pixel limit from the header,
+    every mode to 8-bit RGB, EXIF orientation applied; a JPEG is DCT-scaled down while its longest
+    side stays at least ``settings.max_side``). A JPEG is passed through untouched when it is RGB,
+    needs no rotation, fits ``settings.max_side`` and ``settings.max_bytes``.
+
     Raises:
         NotAnImage: not a (complete) JPEG or PNG picture.
-        FrameTooLarge: it cannot be encoded under ``settings.max_bytes``, or it has so many pixels
-            that decoding it is refused (a decompression bomb).
+        FrameTooLarge: it cannot be encoded under ``settings.max_bytes``, or it has more pixels than
+            :data:`~faceflow.models.contract.MAX_FRAME_PIXELS` or Pillow's bomb limit (checked
+            before decoding).
     """
     if not image:
         raise NotAnImage("expected JPEG or PNG bytes, got an empty image")
+    limits = DecodeLimits(max_pixels=MAX_FRAME_PIXELS, min_side=settings.max_side, formats=FRAME_FORMATS)
     try:
-        with Image.open(io.BytesIO(image)) as picture:
-            kind = picture.format
-            if kind not in ("JPEG", "PNG"):
-                raise NotAnImage(f"expected a JPEG or PNG picture, got a {kind} picture")
-            picture.load()
-            width, height = picture.size
-            mode = picture.mode
-            longest = max(width, height)
-            fits = settings.max_side is None or longest <= settings.max_side
-            if kind == "JPEG" and mode == "RGB" and fits and len(image) <= settings.max_bytes:
-                return PreparedImage(image, width, height, passed_through=True)
-            rgb = np.asarray(picture.convert("RGB"), dtype=np.uint8)
-    except Image.DecompressionBombError as exc:
+        picture = decode_picture(image, limits)
+    except PictureTooLarge as exc:
         raise FrameTooLarge(f"picture refused: {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        head = image[:8]
+    except UnsupportedFormat as exc:
+        raise NotAnImage(f"expected a JPEG or PNG picture, got a {exc.format} picture") from exc
+    except PictureUndecodable as exc:
         raise NotAnImage(
-            f"expected a JPEG or PNG picture, got {len(image)} bytes starting with {head!r} "
+            f"expected a JPEG or PNG picture, got {len(image)} bytes starting with {image[:8]!r} "
             f"that do not decode ({exc})"
         ) from exc
-    bounded = bound_size(rgb, settings.max_side)
+    fits = settings.max_side is None or max(picture.width, picture.height) <= settings.max_side
+    plain = picture.format == "JPEG" and picture.mode == "RGB" and picture.orientation == 1
+    if plain and fits and len(image) <= settings.max_bytes:
+        return PreparedImage(image, picture.width, picture.height, passed_through=True)
+    bounded = bound_size(picture.rgb, settings.max_side)
     fitted = fit_under(bounded, settings.quality, settings.max_bytes, min_quality=settings.min_quality)
     return PreparedImage(fitted.jpeg, fitted.width, fitted.height, passed_through=False)
 
@@ -166,9 +178,21 @@ def pushed_frame(
 
 
 _REASONS = {
-    DropCause.NOT_AN_IMAGE: ingest_pb2.REJECT_REASON_NOT_AN_IMAGE,
-    DropCause.TOO_LARGE: ingest_pb2.REJECT_REASON_TOO_LARGE,
+    RefusalCause.NOT_AN_IMAGE: ingest_pb2.REJECT_REASON_NOT_AN_IMAGE,
+    RefusalCause.TOO_LARGE: ingest_pb2.REJECT_REASON_TOO_LARGE,
 }
+
+
+def frames_taken_note(taken: int) -> str:
+    """The words that end the message of a call that failed after ``taken`` of its frames."""
+    if taken == 1:
+        return "1 frame of this call was taken before the error"
+    return f"{taken} frames of this call were taken before the error"
+
+
+def add_frames_taken(exc: BaseException, taken: int) -> None:
+    """End the message of ``exc`` (its ``args``, which ``str`` shows) with :func:`frames_taken_note`."""
+    exc.args = (f"{exc}; {frames_taken_note(taken)}",)
 
 
 @dataclass
@@ -179,16 +203,30 @@ class PushTally:
     rejected: int = 0
     rejections: list[ingest_pb2.FrameRejection] = field(default_factory=list)
     pending: int = 0
+    taken: int = 0  # frames of the call handled so far: sent to the topic or rejected
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def reject(self, index: int, stream_id: str, cause: DropCause, detail: str) -> None:
-        reason = _REASONS.get(cause, ingest_pb2.REJECT_REASON_BACKPRESSURE)
+    def reject(self, index: int, stream_id: str, cause: DropCause | RefusalCause, detail: str) -> None:
+        """List frame ``index`` as rejected: a refused frame by its cause, any drop as backpressure;
+        ``detail`` goes to the client without object reprs (:func:`~faceflow.ingest.errors.client_text`)."""
+        reason = (
+            _REASONS.get(cause, ingest_pb2.REJECT_REASON_UNSPECIFIED)
+            if isinstance(cause, RefusalCause)
+            else ingest_pb2.REJECT_REASON_BACKPRESSURE
+        )
         with self._cond:
             self.rejected += 1
             if len(self.rejections) < MAX_LISTED_REJECTIONS:
                 self.rejections.append(
-                    ingest_pb2.FrameRejection(index=index, stream_id=stream_id, reason=reason, detail=detail)
+                    ingest_pb2.FrameRejection(
+                        index=index, stream_id=stream_id, reason=reason, detail=client_text(detail)
+                    )
                 )
+
+    def took(self, index: int) -> None:
+        """Frame ``index`` of the call was handled (sent or rejected)."""
+        with self._cond:
+            self.taken = index + 1
 
     def sent(self) -> None:
         with self._cond:

@@ -9,10 +9,13 @@
 * a :class:`~faceflow.ingest.reconnect.SeqCounter` per stream id, which outlives the runner: a
   stream started again in the same process continues its ``seq``; a new process starts at the
   wall clock in microseconds (``seq_start=clock``), above anything an earlier process reached;
-* the push path (:mod:`faceflow.ingest.push`).
+* the push path (:mod:`faceflow.ingest.push`);
+* the source policy (:mod:`faceflow.ingest.policy`) that sources requested by clients
+  (:meth:`IngestService.request_source`) must pass; configured sources do not.
 
 Errors that the gRPC layer maps to status codes: :class:`SourceExists` (``ALREADY_EXISTS``),
 :class:`UnknownSource` and :class:`~faceflow.ingest.errors.SourceNotFound` (``NOT_FOUND``),
+:class:`~faceflow.ingest.errors.SourceNotAllowed` (``PERMISSION_DENIED``),
 :class:`~faceflow.ingest.errors.InvalidStreamId` / :class:`IngestConfigError`
 (``INVALID_ARGUMENT``), :class:`ServiceStopping` (``UNAVAILABLE``), and those of
 :mod:`faceflow.ingest.push`.
@@ -21,19 +24,21 @@ Errors that the gRPC layer maps to status codes: :class:`SourceExists` (``ALREAD
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from faceflow.errors import AlreadyExists, NotFound, Unavailable
+from faceflow.errors import AlreadyExists, NotFound, RequestError, Unavailable
 from faceflow.ingest.config import IngestConfig, SeqStart, SourceConfig
 from faceflow.ingest.encode import EncodeSettings
-from faceflow.ingest.errors import FrameTooLarge, IngestError, SourceNotFound
+from faceflow.ingest.errors import FrameTooLarge, IngestError, SourceNotFound, client_text
 from faceflow.ingest.frames import EncodedFrame
-from faceflow.ingest.metrics import DropCause, GaugeReading, IngestMetrics
+from faceflow.ingest.metrics import DropCause, GaugeReading, IngestMetrics, RefusalCause
 from faceflow.ingest.producer import Delivery, FrameSink, KafkaFrameSink, SinkRefused
 from faceflow.ingest.push import (
     BrokerUnavailable,
@@ -42,6 +47,7 @@ from faceflow.ingest.push import (
     PushTally,
     PushTooLarge,
     StreamBusy,
+    add_frames_taken,
     prepare_image,
     pushed_frame,
 )
@@ -94,6 +100,7 @@ class IngestService:
         self._lock = threading.Lock()
         self._runners: OrderedDict[str, SourceRunner] = OrderedDict()
         self._seqs: dict[str, SeqCounter] = {}
+        self._policy = config.source_policy()
         self._push_streams = PushStreams(config.max_push_streams)
         self._push_settings = EncodeSettings(
             max_side=config.max_side, quality=config.jpeg_quality, min_quality=min(50, config.jpeg_quality)
@@ -117,6 +124,7 @@ class IngestService:
                 configured source is invalid (a missing file, a duplicate stream id).
         """
         logger.info("ingest config: %s", ", ".join(f"{k}={v}" for k, v in self.config.describe().items()))
+        logger.info("sources started over gRPC must pass: %s", self._policy.describe())
         if self._sink is None:
             kafka = KafkaFrameSink(
                 self.config.kafka_bootstrap,
@@ -223,6 +231,24 @@ class IngestService:
         runner.start()
         return runner.snapshot()
 
+    def request_source(self, spec: SourceConfig) -> SourceSnapshot:
+        """Start ``spec`` for a client (``StartSource``) if the source policy allows it.
+
+        The policy is checked on the URI's text first; a path is then resolved (symbolic links) and
+        checked again, and the source opens the resolved path. Only a path inside an allowed folder
+        can be ``NOT_FOUND``.
+
+        Raises:
+            IngestConfigError: the URI cannot be parsed.
+            SourceNotAllowed: the policy does not allow it.
+            SourceNotFound: an allowed path that does not exist.
+            ServiceStopping, SourceExists: as :meth:`start_source`.
+        """
+        target = self._policy.check(spec.uri)
+        if "://" not in target and not os.path.exists(target):  # False for any OSError too
+            raise SourceNotFound(client_text(spec.uri, 200), "no such file or folder")
+        return self.start_source(replace(spec, uri=target))
+
     def _evict_finished(self) -> None:
         finished = [sid for sid, r in self._runners.items() if r.done]
         for stream_id in finished[: max(0, len(finished) - self.config.max_finished_sources)]:
@@ -267,18 +293,28 @@ class IngestService:
         *,
         trace: TraceParent | None = None,
         settle_timeout_s: float | None = None,
+        tally: PushTally | None = None,
     ) -> ingest_pb2.PushFramesResponse:
         """Handle one ``PushFrames`` call (see :mod:`faceflow.ingest.push` for the rules).
 
+        ``tally``, if given, is the call's tally (the gRPC adapter reads ``taken`` from it when the
+        call fails).
+
         Raises:
             InvalidStreamId, StreamBusy, PushTooLarge, BrokerUnavailable, ServiceStopping: the call
-                is refused; frames of it already sent stay sent.
+                is refused; frames of it already sent stay sent, and the message ends with how many
+                frames of the call were taken (:func:`~faceflow.ingest.push.frames_taken_note`).
         """
-        tally = PushTally()
-        for index, request in enumerate(requests):
-            if self._stopping:
-                raise ServiceStopping(f"ingest is shutting down; frame {index} and later were not taken")
-            self._push_one(index, request, tally, trace)
+        tally = PushTally() if tally is None else tally
+        try:
+            for index, request in enumerate(requests):
+                if self._stopping:
+                    raise ServiceStopping(f"ingest is shutting down; frame {index} and later were not taken")
+                self._push_one(index, request, tally, trace)
+                tally.took(index)
+        except RequestError as exc:
+            add_frames_taken(exc, tally.taken)
+            raise
         timeout = self.config.delivery_timeout_s + 5.0 if settle_timeout_s is None else settle_timeout_s
         pending = tally.wait(timeout)
         if pending:
@@ -291,41 +327,68 @@ class IngestService:
         self, index: int, request: ingest_pb2.PushFramesRequest, tally: PushTally, trace: TraceParent | None
     ) -> None:
         stream_id = validate_stream_id(request.stream_id)
-        self.metrics.frame_in(stream_id)
+        messages = int(_has_image(request)) + int(request.end_of_stream)
+        unsettled = _Unsettled(self.metrics, stream_id, messages)
+        try:
+            self._take(index, request, unsettled, tally=tally, trace=trace)
+        except Exception:
+            unsettled.refuse_rest(RefusalCause.INTERNAL)  # nothing left when the cause was counted
+            raise
+
+    def _take(
+        self,
+        index: int,
+        request: ingest_pb2.PushFramesRequest,
+        unsettled: _Unsettled,
+        *,
+        tally: PushTally,
+        trace: TraceParent | None,
+    ) -> None:
+        stream_id = unsettled.stream_id
         with self._lock:
             runner = self._runners.get(stream_id)
         if runner is not None and not runner.done:
+            unsettled.refuse_rest(RefusalCause.STREAM_BUSY)
             raise StreamBusy(
                 f"frame {index}: stream id {stream_id!r} belongs to a running source "
                 f"({runner.spec.safe_uri}); push under another stream id"
             )
         limit = self._push_settings.max_bytes
         if len(request.image) > limit:
+            unsettled.refuse_rest(RefusalCause.OVER_PAYLOAD_LIMIT)
             raise PushTooLarge(
                 f"frame {index} of stream {stream_id}: {len(request.image)} bytes, expected at most {limit} "
                 f"(the frames topic's payload limit)"
             )
         now_ns = time.time_ns()
         stream = self._push_streams.get(stream_id, now_ns)
-        if request.image or not request.end_of_stream:
+        if _has_image(request):
             try:
                 prepared = prepare_image(request.image, self._push_settings)
             except (NotAnImage, FrameTooLarge) as exc:
-                cause = DropCause.NOT_AN_IMAGE if isinstance(exc, NotAnImage) else DropCause.TOO_LARGE
-                self.metrics.drop(stream_id, cause)
-                logger.info("stream %s: pushed frame %d rejected (%s): %s", stream_id, index, cause, exc)
-                tally.reject(index, stream_id, cause, str(exc))
-                return
-            frame = pushed_frame(request, prepared, stream, now_ns)
-            self._push_send(index, frame, tally, trace, counted=True)
+                cause = RefusalCause.NOT_AN_IMAGE if isinstance(exc, NotAnImage) else RefusalCause.TOO_LARGE
+                unsettled.refuse(cause)
+                detail = client_text(str(exc))
+                logger.info("stream %s: pushed frame %d rejected (%s): %s", stream_id, index, cause, detail)
+                tally.reject(index, stream_id, cause, detail)
+            else:
+                frame = pushed_frame(request, prepared, stream, now_ns)
+                self._push_send(index, frame, unsettled, tally, trace, counted=True)
         if request.end_of_stream:
             last_pts = request.pts.ToNanoseconds() / 1e9 if request.HasField("pts") else 0.0
             marker = EncodedFrame.end_marker(stream_id, stream.seq.next(), last_pts, now_ns)
-            self._push_send(index, marker, tally, trace, counted=False)
+            self._push_send(index, marker, unsettled, tally, trace, counted=False)
             logger.info("stream %s seq %d: end of pushed stream", stream_id, marker.seq)
 
     def _push_send(
-        self, index: int, frame: EncodedFrame, tally: PushTally, trace: TraceParent | None, *, counted: bool
+        self,
+        index: int,
+        frame: EncodedFrame,
+        unsettled: _Unsettled,
+        tally: PushTally,
+        trace: TraceParent | None,
+        *,
+        counted: bool,
     ) -> None:
         def delivered(delivery: Delivery) -> None:
             if counted:
@@ -349,14 +412,56 @@ class IngestService:
                 on_delivery=delivered,
             )
         except SinkRefused as exc:
+            unsettled.handed()  # the sink counted the drop
             tally.settle_uncounted()
             if exc.cause is DropCause.BROKER_TIMEOUT:
+                unsettled.drop_rest(DropCause.BROKER_TIMEOUT)  # the marker after it is not sent either
                 raise BrokerUnavailable(
                     f"frame {index} of stream {frame.stream_id}: the broker at {self.config.kafka_bootstrap} "
                     f"cannot take frames now ({exc}); retry later"
                 ) from exc
             if counted:
                 tally.reject(index, frame.stream_id, exc.cause, str(exc))
+        else:
+            unsettled.handed()  # the sink counts it as produced or dropped when it settles
+
+
+def _has_image(request: ingest_pb2.PushFramesRequest) -> bool:
+    """Whether a pushed request carries a frame (a request without image bytes and with
+    ``end_of_stream`` carries only the marker)."""
+    return bool(request.image) or not request.end_of_stream
+
+
+class _Unsettled:
+    """The messages of one pushed request (its frame, its end-of-stream marker) counted in that
+    no other counter accounts for yet; counts them in on construction."""
+
+    def __init__(self, metrics: IngestMetrics, stream_id: str, count: int) -> None:
+        self._metrics = metrics
+        self.stream_id = stream_id
+        self.left = count
+        metrics.frame_in(stream_id, count)
+
+    def handed(self) -> None:
+        """One message went to the sink, which counts it from here on."""
+        self.left -= 1
+
+    def refuse(self, cause: RefusalCause) -> None:
+        """One message is refused for ``cause``."""
+        self._metrics.refuse(self.stream_id, cause)
+        self.left -= 1
+
+    def drop_rest(self, cause: DropCause) -> None:
+        """Every message not accounted for yet is dropped for ``cause`` (not sent, like the one before)."""
+        if self.left > 0:
+            self._metrics.drop(self.stream_id, cause, self.left)
+            self.left = 0
+
+    def refuse_rest(self, cause: RefusalCause) -> None:
+        """Every message not accounted for yet is refused for ``cause``."""
+        if self.left > 0:
+            self._metrics.refuse(self.stream_id, cause, self.left)
+            self.left = 0
 
 
 def _check_local_path(spec: SourceConfig) -> None:

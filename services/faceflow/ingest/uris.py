@@ -15,10 +15,11 @@ def redact_uri(uri: str) -> str:
     """Return ``uri`` with the password of its user-info part replaced by ``***``."""
     if "://" not in uri:
         return uri
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # a malformed IPv6 literal: keep only the scheme
+        return uri.split("://", 1)[0] + "://***"
     if parts.password is None:
         return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # host and port as written (a bad port is kept, not parsed)
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
