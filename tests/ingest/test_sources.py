@@ -244,6 +244,24 @@ def test_image_folder_in_natural_order_skipping_non_images(media, caplog) -> Non
     assert "notes.txt" in caplog.text
 
 
+def test_image_folder_ignores_links_that_lead_out_of_it(tmp_path: Path, caplog) -> None:
+    outside = tmp_path / "private"
+    outside.mkdir()
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(outside / "secret.png")
+    folder = tmp_path / "camera"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (32, 24), (10, 200, 10)).save(folder / "a.png")
+    Image.new("RGB", (32, 24), (10, 10, 200)).save(folder / "sub" / "b.png")
+    (folder / "link-out.png").symlink_to(outside / "secret.png")
+    (folder / "link-in.png").symlink_to(folder / "sub" / "b.png")
+    with caplog.at_level(logging.WARNING, logger="faceflow.ingest.sources"):
+        source = ImageFolderSource(folder, "cam", fps=1.0)
+        frames = drain(source)
+    assert [p.name for p in source.files] == ["a.png", "link-in.png"]
+    assert [tuple(f.rgb[0, 0]) for f in frames] == [(10, 200, 10), (10, 10, 200)]
+    assert "link-out.png: it leads out of the folder" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("make", "fps", "expected_error", "message_part"),
     [

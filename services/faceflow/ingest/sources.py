@@ -323,18 +323,29 @@ def _natural_key(path: Path) -> list[tuple[int, int | str]]:
 IMAGE_FILE_LIMITS = DecodeLimits(max_pixels=MAX_FRAME_PIXELS, formats=STILL_FORMATS)
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, links resolved, is in ``root`` (itself resolved)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        logger.warning("ignoring %s: it leads out of the folder, to %s", path, resolved)
+        return False
+    return True
+
+
 class ImageFolderSource(_SourceBase):
     """The images of a folder, in natural name order, as a stream at ``fps`` frames per second.
 
-    Frame ``i`` (counting decoded images only) has ``pts_s = i / fps``. Files are decoded by
-    :func:`faceflow.models.imaging.decode_picture` within :data:`IMAGE_FILE_LIMITS` (every mode to
-    8-bit RGB, EXIF orientation applied); files that are not images of those formats, or that have
-    more pixels than the limit, are logged and skipped; hidden files and sub-folders are ignored.
+        Frame ``i`` (counting decoded images only) has ``pts_s = i / fps``. Files are decoded by
+        :func:`faceflow.models.imaging.decode_picture` within :data:`IMAGE_FILE_LIMITS` (every mode to
+        8-bit RGB, EXIF orientation applied); files that are not images of those formats, or that have
+        more pixels than the limit, are logged and skipped; hidden files, sub-folders and symbolic links
+    that lead out of the folder are ignored (a folder the source policy allows can not be used to read
+    pictures elsewhere).
 
-    Raises:
-        SourceNotFound: the folder does not exist or is not a folder.
-        SourceUndecodable: the folder has no files.
-        IngestConfigError: ``fps`` is not a finite number > 0.
+        Raises:
+            SourceNotFound: the folder does not exist or is not a folder.
+            SourceUndecodable: the folder has no files.
+            IngestConfigError: ``fps`` is not a finite number > 0.
     """
 
     def __init__(
@@ -345,8 +356,10 @@ class ImageFolderSource(_SourceBase):
         self.fps = check_number("fps", fps, minimum=0.0, inclusive=False)
         if not folder.is_dir():
             raise SourceNotFound(self.uri, "cannot open: no such folder")
+        root = folder.resolve()
         self.files = sorted(
-            (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key
+            (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _inside(p, root)),
+            key=_natural_key,
         )
         if not self.files:
             raise SourceUndecodable(self.uri, "cannot open: the folder has no files")
