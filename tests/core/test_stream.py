@@ -156,3 +156,53 @@ def test_snapshot_restore_continues_exactly_as_the_original() -> None:
 def test_a_malformed_snapshot_is_refused(snapshot: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         StreamAnalytics.restore(snapshot, StreamConfig(), Gallery())  # type: ignore[arg-type]
+
+
+def poor_shot(person: str, x: float, seq: int, *, away: float) -> FaceIn:
+    """An analyzed face whose embedding is ``away`` from the person's (a blurred, half-visible shot)."""
+    good = face(person, x, seq, analyzed=True)
+    direction = np.random.default_rng(seq).standard_normal(128).astype(np.float32)
+    drift = direction / np.linalg.norm(direction) * away
+    return FaceIn(
+        face_index=0, box=good.box, score=good.score, keypoints5=good.keypoints5, analyzed=True,
+        results_seq=seq, tasks=good.tasks, embedding=PEOPLE[person] + drift,
+    )  # fmt: skip
+
+
+def test_a_return_first_seen_in_a_poor_shot_is_merged_into_the_person_once_better_shots_come() -> None:
+    gallery = Gallery()
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    first = run(stream, walking("ann", range(0, 10)))
+    ann = first[-1].observations[0].track.identity.identity_id
+    # back 5 s later; the first analyzed shot of the return matches nobody: a new anonymous identity
+    back = [(25, [poor_shot("ann", 10.0, 25, away=0.9)])]
+    back += [(s, [face("ann", 10.0 + 4 * (s - 25), s, analyzed=s % 2 == 1)]) for s in range(26, 34)]
+    outs = run(stream, back)
+    orphan = outs[0].observations[0].track.identity.identity_id
+    assert orphan != ann and orphan in [p.identity_id for p in outs[0].gallery_puts]
+    # two good shots make the median say "ann": the track switches, the orphan is merged away
+    merged = [i for i, out in enumerate(outs) if out.gallery_removes]
+    assert len(merged) == 1 and outs[merged[0]].gallery_removes == (orphan,)
+    assert gallery.get(orphan) is None and orphan not in [p.identity_id for p in outs[merged[0]].gallery_puts]
+    resolved = [e.track for e in outs[merged[0]].lifecycle if e.kind == "identity_resolved"]
+    assert resolved and resolved[0] is not None and resolved[0].identity.identity_id == ann
+    assert outs[-1].observations[0].track.identity.identity_id == ann
+    entry = gallery.get(ann)
+    assert entry is not None and entry.embeddings.shape[0] > 1  # the return's shots joined its exemplars
+
+
+def test_an_own_identity_another_track_uses_is_not_merged_away() -> None:
+    gallery = Gallery()
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    ann = run(stream, walking("ann", range(0, 10)))[-1].observations[0].track.identity.identity_id
+    # two faces appear together, far apart; the first is a poor shot of ann, the second bob
+    frames = []
+    for s in range(25, 34):
+        a = poor_shot("ann", 10.0, s, away=0.9) if s == 25 else face("ann", 10.0, s, analyzed=s % 2 == 1)
+        b = face("bob", 400.0, s, analyzed=s == 25, index=1)
+        frames.append((s, [a, b]))
+    outs = run(stream, frames)
+    assert outs[-1].observations[0].track.identity.identity_id == ann
+    assert sum(len(out.gallery_removes) for out in outs) == 1  # ann's orphan only; bob's stays
+    bob = outs[-1].observations[1].track.identity
+    assert bob is not None and gallery.get(bob.identity_id) is not None

@@ -221,6 +221,11 @@ class AggregatorProcessor:
                             topic=self.config.identities_topic, key=entry.identity_id.encode(), value=value
                         )
                     )
+            # anonymous identities merged into another: deleted from the compacted topic too
+            outputs.extend(
+                OutRecord(topic=self.config.identities_topic, key=identity_id.encode(), value=None)
+                for identity_id in out.gallery_removes
+            )
         owned.dirty = True
         state.frames_since += 1
         state.next_offset = record.offset + 1

@@ -579,6 +579,7 @@ class Gallery:
         cross_stream: bool,
         threshold: float = 0.5,
         known_margin: float = 0.05,
+        exclude: str | None = None,
     ) -> IdentityMatch | None:
         """The identity that a track's descriptors [k,128] (k >= 1) belong to, or None.
 
@@ -591,8 +592,9 @@ class Gallery:
         people: when the nearest candidate is anonymous but the nearest ENROLLED/NAMED candidate
         is also <= ``threshold`` and at most ``known_margin`` farther, the known one is returned
         (an anonymous identity of a person who was later enrolled must not shadow the
-        enrolment). Exact ties go to the smallest identity id. ``touch`` the result to keep it
-        from eviction.
+        enrolment). Exact ties go to the smallest identity id. ``exclude`` (an identity id) is
+        never a candidate: a track re-matching without the anonymous identity it created itself.
+        ``touch`` the result to keep it from eviction.
         """
         _check_str(stream_id, "stream_id", non_empty=False)
         if not isinstance(cross_stream, bool):
@@ -613,6 +615,8 @@ class Gallery:
         if not cross_stream:
             code = index.origin_codes.get(stream_id, -1)
             dist = np.where(index.known | (index.origin == code), dist, np.inf)
+        if exclude is not None:
+            dist = np.where(np.asarray(index.ids) == exclude, np.inf, dist)
         best = int(np.argmin(dist))
         if not dist[best] <= threshold:
             return None

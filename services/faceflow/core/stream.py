@@ -184,6 +184,9 @@ class FrameOut:
     observations: tuple[ObservationOut, ...] = ()
     lifecycle: tuple[LifecycleOut, ...] = ()
     gallery_puts: tuple[IdentityEntry, ...] = ()
+    #: Anonymous identities merged into another (removed from the gallery; the service deletes
+    #: them from the identities topic). Not erasures: a replay may create and merge them again.
+    gallery_removes: tuple[str, ...] = ()
 
 
 class _Track:
@@ -333,6 +336,7 @@ class StreamAnalytics:
         update = self.tracker.update(observations, t=t, seq=frame.seq)
         lifecycle: list[LifecycleOut] = []
         puts: list[IdentityEntry] = []
+        removes: list[str] = []
         resolved: list[str] = []
         for face, q, track_id in zip(frame.faces, qualities, update.assignments, strict=True):
             track = self.tracks.get(track_id)
@@ -343,7 +347,7 @@ class StreamAnalytics:
             self._observe(track, face, q, frame.seq, t)
             if face.analyzed and face.embedding is not None:
                 track.identity.add(face.embedding)
-                if self._resolve(track, frame.seq, puts):
+                if self._resolve(track, frame.seq, puts, removes):
                     resolved.append(track_id)
         for track_id in update.started:
             track = self.tracks.get(track_id)
@@ -368,7 +372,11 @@ class StreamAnalytics:
         for track_id, reason in update.ended:
             lifecycle.extend(self._finish(track_id, reason))
         return FrameOut(
-            seq=frame.seq, observations=observations_out, lifecycle=tuple(lifecycle), gallery_puts=tuple(puts)
+            seq=frame.seq,
+            observations=observations_out,
+            lifecycle=tuple(lifecycle),
+            gallery_puts=tuple(puts),
+            gallery_removes=tuple(removes),
         )
 
     def _media_time(self, t: float) -> float:
@@ -409,23 +417,61 @@ class StreamAnalytics:
             track.best = BestShot(seq, t, track.last_box, quality)
             track.best_analyzed = face.analyzed
 
-    def _resolve(self, track: _Track, seq: int, puts: list[IdentityEntry]) -> bool:
+    def _own_anonymous(self, track: _Track) -> str | None:
+        """The id of the anonymous identity ``track`` created itself and is linked to, or None."""
+        current = track.identity.match
+        if current is None or current.kind is not IdentityKind.ANONYMOUS:
+            return None
+        entry = self.gallery.get(current.identity_id)
+        own = entry is not None and entry.source == f"anonymous:{self.stream_id}/{track.track_id}"
+        return current.identity_id if own else None
+
+    def _resolve(self, track: _Track, seq: int, puts: list[IdentityEntry], removes: list[str]) -> bool:
         """Link ``track`` to an identity with its descriptors; True when its identity changed.
 
         A new anonymous identity's id derives from the stream, the track and the ``seq`` at which it
         is created: a replay recreates the same id, and a track whose identity was erased gets a new
         one (never the erased id again).
+
+        A track linked to an anonymous identity it created itself (its first shots matched nobody)
+        is matched again without that identity, which holds only its own descriptors and would
+        always win: when its descriptors now match an older identity (the person came back, and a
+        better shot says who), the track switches to it, its descriptors join that identity's
+        exemplars, and its own identity is merged away (``removes``) unless another track of the
+        stream is linked to it.
         """
         descriptors = track.identity.descriptors()
         now = self.clock()
+        own = self._own_anonymous(track)
         match = self.gallery.match(
             descriptors,
             stream_id=self.stream_id,
             cross_stream=self.config.cross_stream,
             threshold=self.config.match_threshold,
+            exclude=own,
         )
         current = track.identity.match
         changed = False
+        if own is not None and match is not None:
+            track.identity.assign(match)
+            target = self.gallery.get(match.identity_id)
+            if target is not None and target.kind is not IdentityKind.ENROLLED:
+                grown = add_exemplars(target, descriptors, max_exemplars=self.config.max_exemplars, now_s=now)
+                if grown is not target:
+                    self._put(grown, puts)
+            if not any(t.identity.identity_id == own for t in self.tracks.values()):
+                self.gallery.remove(own)
+                puts[:] = [p for p in puts if p.identity_id != own]
+                removes.append(own)
+                logger.info(
+                    "stream %s: track %s: identity %s merged into %s",
+                    self.stream_id,
+                    track.track_id,
+                    own,
+                    match.identity_id,
+                )
+            self.gallery.touch(match.identity_id, now)
+            return True
         if match is None and current is None:
             identity_id = anonymous_identity_id(self.stream_id, track.track_id, seq)
             existing = self.gallery.get(identity_id)  # a replay: the identity is back from the topic
