@@ -158,13 +158,14 @@ def parse_sources(
 
 
 class ServiceProcess:
-    """One service of the mesh as a real process, its output in a log file."""
+    """One service of the mesh as a real process, its output in a log file (this run's only: an
+    earlier run's log in the same place is replaced, so :meth:`wait_for` never matches its lines)."""
 
     def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
         self.name = name
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
-        self._file = log.open("ab")
+        self._file = log.open("wb")
         self.proc = subprocess.Popen(argv, stdout=self._file, stderr=subprocess.STDOUT, env=env)
 
     def text(self) -> str:
