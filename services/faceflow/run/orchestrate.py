@@ -358,20 +358,31 @@ class Run:
         import grpc  # noqa: PLC0415
 
         from faceflow.service.security import channel_for  # noqa: PLC0415
-        from faceflow.v1 import aggregator_pb2, aggregator_pb2_grpc  # noqa: PLC0415
+        from faceflow.v1 import aggregator_pb2, aggregator_pb2_grpc, identity_pb2  # noqa: PLC0415
 
         try:
             data = image.read_bytes()
         except OSError as exc:
             raise RunError(f"--enroll {name}={image}: cannot read the photo: {exc.strerror or exc}") from exc
         with channel_for(url, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]) as channel:
+            stub = aggregator_pb2_grpc.AggregatorStub(channel)
             try:
-                reply = aggregator_pb2_grpc.AggregatorStub(channel).EnrollIdentity(
-                    aggregator_pb2.EnrollIdentityRequest(name=name, images=[data]), timeout=180
+                # the gallery outlives runs: enrolling NAME again adds the photo to the NAME enrolled
+                # before (a repeat adds nothing new), instead of a second identity of the same name
+                listed = stub.ListIdentities(aggregator_pb2.ListIdentitiesRequest(), timeout=60)
+                earlier = sorted(
+                    i.identity_id
+                    for i in listed.identities
+                    if i.name == name and i.kind == identity_pb2.IDENTITY_KIND_ENROLLED
                 )
+                request = aggregator_pb2.EnrollIdentityRequest(
+                    name=name, images=[data], identity_id=earlier[0] if earlier else ""
+                )
+                reply = stub.EnrollIdentity(request, timeout=180)
             except grpc.RpcError as exc:
                 raise RunError(f"--enroll {name}={image}: {exc.details()}") from None
-        self.say(f"   enrolled {name} as {reply.identity.identity_id} from {image.name}")
+        how = "kept" if earlier else "enrolled"
+        self.say(f"   {how} {name} as {reply.identity.identity_id} from {image.name}")
 
     def _start_ingest(self, bootstrap: str) -> None:
         o = self.options
