@@ -111,35 +111,21 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.aggregator.service import AggregatorService  # noqa: PLC0415 - fast --help
-    from faceflow.service.main import run_service  # noqa: PLC0415
-    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415
+    from faceflow.service.main import run_deployable  # noqa: PLC0415
 
     config = config_from_args(args)
-    setup_tracing("faceflow-aggregator")
     service = AggregatorService(config)
 
-    def started() -> None:
+    def banner() -> str:
         port = service.server.port if service.server else config.grpc_port
-        print(  # noqa: T201 - the CLI's user-facing output
-            f"faceflow aggregator: {config.analyses_topic} -> {config.faces_topic}; "
-            f"gRPC {config.grpc_host}:{port}; metrics http://{config.metrics_host}:{service.metrics.port}/metrics",
-            flush=True,
+        return (
+            f"{config.analyses_topic} -> {config.faces_topic}; gRPC {config.grpc_host}:{port}; "
+            f"metrics http://{config.metrics_host}:{service.metrics.port}/metrics"
         )
 
-    def stopping(why: str) -> None:
-        print(f"faceflow aggregator: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
-
-    try:
-        return run_service(
-            service,
-            name="aggregator",
-            grace_s=config.grace_s,
-            duration_s=args.duration,
-            on_started=started,
-            on_stopping=stopping,
-        )
-    finally:
-        shutdown_tracing()
+    return run_deployable(
+        service, name="aggregator", grace_s=config.grace_s, banner=banner, duration_s=args.duration
+    )
 
 
 # -- faceflow identities --------------------------------------------------------------------------

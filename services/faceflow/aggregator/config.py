@@ -18,6 +18,9 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_ints,
+    check_names,
+    check_ports,
     load_env,
 )
 from faceflow.service.grpc_server import RESERVED_WORKERS
@@ -75,34 +78,19 @@ class AggregatorConfig(ConfigMixin):
                 host, sep, port = part.strip().rpartition(":")
                 if not sep or not host or not port.isdigit():
                     raise AggregatorConfigError(f"{name}: expected host:port[,host:port...], got {value!r}")
-        for name in (
-            "analyses_topic",
-            "faces_topic",
-            "state_topic",
-            "identities_topic",
-            "group_id",
-            "client_id",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not 0 < len(value) <= 249:
-                raise AggregatorConfigError(f"{name}: expected a name of 1..249 characters, got {value!r}")
-        for name in ("grpc_port", "metrics_port"):
-            port = getattr(self, name)
-            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-                raise AggregatorConfigError(
-                    f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}"
-                )
-        for name, low in (
+        error = AggregatorConfigError
+        names = ("analyses_topic", "faces_topic", "state_topic", "identities_topic", "group_id", "client_id")
+        check_names(self, names, error=error)
+        check_ports(self, ("grpc_port", "metrics_port"), error=error)
+        minimums = (
             ("grpc_workers", 4),
             ("checkpoint_frames", 1),
             ("max_streams", 1),
             ("max_batch", 1),
             ("subscriber_queue", 10),
             ("max_subscribers", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise AggregatorConfigError(f"{name}: expected an int >= {low}, got {value!r}")
+        )
+        check_ints(self, minimums, error=error)
         if self.max_subscribers > self.grpc_workers - RESERVED_WORKERS:
             raise AggregatorConfigError(
                 f"max_subscribers: expected at most grpc_workers - {RESERVED_WORKERS} = "

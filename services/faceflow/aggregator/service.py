@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from faceflow import topics
@@ -24,7 +23,7 @@ from faceflow.aggregator.state import read_partition
 from faceflow.aggregator.subscriptions import Hub
 from faceflow.core.identity import Gallery, IdentityKind
 from faceflow.errors import FaceflowError, ServiceStartError
-from faceflow.kafka.clients import make_consumer, make_producer, wait_for_topics
+from faceflow.kafka.clients import group_consumer, make_producer, wait_for_topics
 from faceflow.service.consume import ConsumeLoop, LoopConfig
 from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding
 from faceflow.service.metrics import ServiceMetrics
@@ -98,14 +97,12 @@ class AggregatorService:
             c.kafka_bootstrap, c.faces_topic, max_subscribers=c.max_subscribers, capacity=c.subscriber_queue
         )
         self.hub.start()
-        consumer = make_consumer(
+        consumer = group_consumer(
             c.kafka_bootstrap,
             group_id=c.group_id,
             client_id=c.client_id,
-            partition_assignment_strategy=[CooperativeStickyAssignor],
-            group_instance_id=c.instance_id or None,
+            instance_id=c.instance_id,
             session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, c.session_timeout_ms // 10),
         )
         self.loop = ConsumeLoop(
             LoopConfig(

@@ -92,34 +92,19 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.analyzer.service import AnalyzerService  # noqa: PLC0415 - fast --help
-    from faceflow.service.main import run_service  # noqa: PLC0415
-    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415
+    from faceflow.service.main import run_deployable  # noqa: PLC0415
 
     config = config_from_args(args)
-    setup_tracing("faceflow-analyzer")
     service = AnalyzerService(config)
 
-    def started() -> None:
+    def banner() -> str:
         assert service.server is not None
-        print(  # noqa: T201 - the CLI's user-facing output
-            f"faceflow analyzer: {config.frames_topic} -> {config.analyses_topic} "
-            f"via Triton {config.triton_url} "
+        return (
+            f"{config.frames_topic} -> {config.analyses_topic} via Triton {config.triton_url} "
             f"(schedule {config.schedule}); health gRPC {config.grpc_host}:{service.server.port}; "
-            f"metrics http://{config.metrics_host}:{service.metrics.base.port}/metrics",
-            flush=True,
+            f"metrics http://{config.metrics_host}:{service.metrics.base.port}/metrics"
         )
 
-    def stopping(why: str) -> None:
-        print(f"faceflow analyzer: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
-
-    try:
-        return run_service(
-            service,
-            name="analyzer",
-            grace_s=config.grace_s,
-            duration_s=args.duration,
-            on_started=started,
-            on_stopping=stopping,
-        )
-    finally:
-        shutdown_tracing()
+    return run_deployable(
+        service, name="analyzer", grace_s=config.grace_s, banner=banner, duration_s=args.duration
+    )

@@ -20,6 +20,9 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_ints,
+    check_names,
+    check_ports,
     load_env,
 )
 
@@ -78,25 +81,15 @@ class AnalyzerConfig(ConfigMixin):
     def __post_init__(self) -> None:
         _hostports("kafka_bootstrap", self.kafka_bootstrap)
         _hostports("triton_url", self.triton_url)
-        for name in ("frames_topic", "analyses_topic", "dlq_topic", "group_id", "client_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not 0 < len(value) <= 249:
-                raise AnalyzerConfigError(f"{name}: expected a name of 1..249 characters, got {value!r}")
-        for name in ("grpc_port", "metrics_port"):
-            port = getattr(self, name)
-            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-                raise AnalyzerConfigError(
-                    f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}"
-                )
-        for name, low in (
-            ("max_batch_frames", 1),
-            ("max_wait_ms", 0),
-            ("concurrency", 1),
-            ("max_pending", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise AnalyzerConfigError(f"{name}: expected an int >= {low}, got {value!r}")
+        error = AnalyzerConfigError
+        names = ("frames_topic", "analyses_topic", "dlq_topic", "group_id", "client_id")
+        check_names(self, names, error=error)
+        check_ports(self, ("grpc_port", "metrics_port"), error=error)
+        check_ints(
+            self,
+            (("max_batch_frames", 1), ("max_wait_ms", 0), ("concurrency", 1), ("max_pending", 1)),
+            error=error,
+        )
         if self.max_pending < self.max_batch_frames:
             raise AnalyzerConfigError(
                 f"max_pending: expected >= max_batch_frames ({self.max_batch_frames}), got {self.max_pending}"

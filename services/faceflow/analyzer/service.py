@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Sequence
 
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from faceflow.analyzer.backends import Backend, PipelineBackend, ScheduledBackend
@@ -26,7 +25,7 @@ from faceflow.analyzer.config import AnalyzerConfig
 from faceflow.analyzer.processor import AnalyzerProcessor
 from faceflow.core.scheduling import ScheduleMode, SchedulePolicy
 from faceflow.errors import FaceflowError
-from faceflow.kafka.clients import make_consumer, make_producer, wait_for_topics
+from faceflow.kafka.clients import group_consumer, make_producer, wait_for_topics
 from faceflow.service.consume import ConsumeLoop, LoopConfig
 from faceflow.service.grpc_server import GrpcServer, ServerSettings
 from faceflow.service.metrics import ServiceMetrics
@@ -157,15 +156,13 @@ class AnalyzerService:
         except FaceflowError:
             producer.close(timeout=1)
             raise
-        consumer = make_consumer(
+        consumer = group_consumer(
             c.kafka_bootstrap,
             group_id=c.group_id,
             client_id=c.client_id,
-            partition_assignment_strategy=[CooperativeStickyAssignor],
-            group_instance_id=c.instance_id or None,
+            instance_id=c.instance_id,
             session_timeout_ms=c.session_timeout_ms,
             max_poll_interval_ms=c.max_poll_interval_ms,
-            heartbeat_interval_ms=max(1000, c.session_timeout_ms // 10),
         )
         self.loop = ConsumeLoop(
             LoopConfig(

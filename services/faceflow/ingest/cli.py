@@ -152,37 +152,26 @@ class _IngestProcess:
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.ingest.runner import SourceState  # noqa: PLC0415 - fast --help
-    from faceflow.service.main import run_service  # noqa: PLC0415
-    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415
+    from faceflow.service.main import run_deployable  # noqa: PLC0415
 
     config = config_from_args(args)
-    setup_tracing("faceflow-ingest")
     process = _IngestProcess(config)
 
-    def started() -> None:
-        print(  # noqa: T201 - the CLI's user-facing output
-            f"faceflow ingest: {len(config.sources)} sources -> {config.topic} at {config.kafka_bootstrap}; "
+    def banner() -> str:
+        return (
+            f"{len(config.sources)} sources -> {config.topic} at {config.kafka_bootstrap}; "
             f"gRPC {config.grpc_host}:{process.server.port}; "
-            f"metrics http://{config.metrics_host}:{process.service.metrics_port}/metrics",
-            flush=True,
+            f"metrics http://{config.metrics_host}:{process.service.metrics_port}/metrics"
         )
 
-    def stopping(why: str) -> None:
-        why = "all sources done" if why == "done" else "duration reached" if why == "duration" else why
-        print(f"faceflow ingest: stopping ({why}; grace {config.grace_s:g} s)", flush=True)  # noqa: T201
-
-    try:
-        code = run_service(
-            process,
-            name="ingest",
-            grace_s=config.grace_s,
-            duration_s=args.duration,
-            until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
-            on_started=started,
-            on_stopping=stopping,
-        )
-    finally:
-        shutdown_tracing()
+    code = run_deployable(
+        process,
+        name="ingest",
+        grace_s=config.grace_s,
+        banner=banner,
+        duration_s=args.duration,
+        until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
+    )
     failed = 0
     for s in process.service.list_sources():
         failed += s.state is SourceState.FAILED

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
 from faceflow.errors import ConfigError
 from faceflow.kafka.headers import HeaderList
@@ -324,6 +325,31 @@ def make_consumer(
     if topic_list:
         consumer.subscribe(topic_list)
     return consumer
+
+
+def group_consumer(
+    bootstrap: str,
+    *,
+    group_id: str,
+    client_id: str,
+    instance_id: str = "",
+    session_timeout_ms: int,
+    **overrides: Any,
+) -> KafkaConsumer:
+    """A consumer-group member as every faceflow service runs one: :func:`make_consumer` with the
+    cooperative-sticky assignor (a rebalance moves only the partitions that change owner), static
+    membership when ``instance_id`` is given, and a heartbeat a tenth of the session timeout
+    (at least a second). Not subscribed: the caller's loop subscribes with its rebalance listener."""
+    return make_consumer(
+        bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        partition_assignment_strategy=[CooperativeStickyAssignor],
+        group_instance_id=instance_id or None,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1000, session_timeout_ms // 10),
+        **overrides,
+    )
 
 
 def header_dict(headers: HeaderList | None) -> Mapping[str, bytes]:

@@ -160,6 +160,32 @@ def load_file(path: Path, cls: type[Any], *, error: type[ConfigError] = ConfigEr
     return values
 
 
+def check_names(config: object, names: Iterable[str], *, error: type[ConfigError] = ConfigError) -> None:
+    """Each field in ``names`` is a Kafka-legal name of 1..249 characters (topics, groups, clients)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, str) or not 0 < len(value) <= 249:
+            raise error(f"{name}: expected a name of 1..249 characters, got {value!r}")
+
+
+def check_ports(config: object, names: Iterable[str], *, error: type[ConfigError] = ConfigError) -> None:
+    """Each field in ``names`` is a TCP port, 0 meaning "pick a free one"."""
+    for name in names:
+        port = getattr(config, name)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise error(f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}")
+
+
+def check_ints(
+    config: object, minimums: Iterable[tuple[str, int]], *, error: type[ConfigError] = ConfigError
+) -> None:
+    """Each ``(field, minimum)``: the field is an int (not a bool) of at least ``minimum``."""
+    for name, low in minimums:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise error(f"{name}: expected an int >= {low}, got {value!r}")
+
+
 class ConfigMixin:
     """``with_overrides`` and ``describe`` for a frozen config dataclass."""
 

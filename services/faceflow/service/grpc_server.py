@@ -470,11 +470,13 @@ class _ErrorMapping(grpc.ServerInterceptor):  # type: ignore[misc]
             )
         if handler.unary_stream:
             return handler._replace(
-                unary_stream=self._server_stream(method, handler.unary_stream), request_deserializer=tolerant
+                unary_stream=self._responses(method, handler.unary_stream, client_streams=False),
+                request_deserializer=tolerant,
             )
         if handler.stream_stream:
             return handler._replace(
-                stream_stream=self._bidi_stream(method, handler.stream_stream), request_deserializer=tolerant
+                stream_stream=self._responses(method, handler.stream_stream, client_streams=True),
+                request_deserializer=tolerant,
             )
         return handler
 
@@ -517,30 +519,17 @@ class _ErrorMapping(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return wrapped
 
-    def _server_stream(
-        self, method: str, behavior: Callable[..., Iterator[Any]]
+    def _responses(
+        self, method: str, behavior: Callable[..., Iterator[Any]], *, client_streams: bool
     ) -> Callable[..., Iterator[Any]]:
+        """A server-streaming (``client_streams`` False) or bidirectional handler, guarded."""
+
         def wrapped(request: Any, context: Any) -> Iterator[Any]:
             try:
                 stream = self.guard.enter(method, context)
                 try:
-                    yield from behavior(_checked(request), context)
-                finally:
-                    self.guard.leave(stream)
-            except Exception as exc:
-                self._refuse(method, context, exc)
-                raise
-
-        return wrapped
-
-    def _bidi_stream(
-        self, method: str, behavior: Callable[..., Iterator[Any]]
-    ) -> Callable[..., Iterator[Any]]:
-        def wrapped(requests: Iterator[Any], context: Any) -> Iterator[Any]:
-            try:
-                stream = self.guard.enter(method, context)
-                try:
-                    yield from behavior(self.guard.requests(stream, requests), context)
+                    given = self.guard.requests(stream, request) if client_streams else _checked(request)
+                    yield from behavior(given, context)
                 finally:
                     self.guard.leave(stream)
             except Exception as exc:

@@ -11,6 +11,9 @@
 
 A failure to start (a port taken, a broker missing) propagates as a
 :class:`~faceflow.errors.FaceflowError`, which the CLI prints as one line (exit 2).
+
+:func:`run_deployable` is what each service's CLI calls: tracing for ``faceflow-<name>``, a
+one-line banner once started, a one-line "stopping" notice, then :func:`run_service`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,45 @@ class StopReason:
     DONE = "done"
     DURATION = "duration"
     FAILURE = "failure"
+
+
+_WHY = {StopReason.DONE: "all sources done", StopReason.DURATION: "duration reached"}
+
+
+def run_deployable(
+    service: Runnable,
+    *,
+    name: str,
+    grace_s: float,
+    banner: Callable[[], str],
+    duration_s: float | None = None,
+    until: Callable[[], bool] | None = None,
+) -> int:
+    """Run a service from its CLI: tracing set up and shut down, ``faceflow <name>: <banner()>``
+    printed once started, ``faceflow <name>: stopping (<why>; grace N s)`` when it stops."""
+    from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415 - fast --help
+
+    setup_tracing(f"faceflow-{name}")
+
+    def started() -> None:
+        print(f"faceflow {name}: {banner()}", flush=True)  # noqa: T201 - the CLI's user-facing output
+
+    def stopping(why: str) -> None:
+        why = _WHY.get(why, why)
+        print(f"faceflow {name}: stopping ({why}; grace {grace_s:g} s)", flush=True)  # noqa: T201
+
+    try:
+        return run_service(
+            service,
+            name=name,
+            grace_s=grace_s,
+            duration_s=duration_s,
+            until=until,
+            on_started=started,
+            on_stopping=stopping,
+        )
+    finally:
+        shutdown_tracing()
 
 
 def run_service(
