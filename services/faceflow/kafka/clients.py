@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
 from faceflow.errors import ConfigError
+from faceflow.kafka import compat
 from faceflow.kafka.headers import HeaderList
 from faceflow.service.security import read_certificates, read_key_pair, read_secret_file
 from faceflow.topics import FRAMES_MAX_MESSAGE_BYTES
@@ -308,7 +309,12 @@ def make_consumer(
 ) -> KafkaConsumer:
     """A consumer with the delivery contract (module docstring), connecting as ``security`` says
     (default: the environment's, :func:`client_settings`), subscribed to ``topics`` if any;
-    ``overrides`` are kafka-python arguments."""
+    ``overrides`` are kafka-python arguments.
+
+    Raises:
+        ConfigError: a group consumer, and the installed kafka-python is not a release that
+            :mod:`faceflow.kafka.compat` fits.
+    """
     config: dict[str, Any] = {
         **client_settings(bootstrap, security),
         "client_id": client_id,
@@ -320,6 +326,8 @@ def make_consumer(
         "isolation_level": "read_committed",
     }
     config.update(overrides)
+    if group_id is not None:
+        compat.apply()  # kafka-python 3.0's group coordinator needs two fixes (faceflow.kafka.compat)
     consumer = KafkaConsumer(**config)
     topic_list = list(topics)
     if topic_list:
