@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -138,6 +139,8 @@ def broker() -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private runtime is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames and rounds (< 3 minutes)")
     parser.add_argument("--frames", type=int, help="frames per clip (default 300 quick, 1000 full)")

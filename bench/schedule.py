@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -152,6 +153,8 @@ def one_run(settings: DevSettings, clip: Any, schedule: str, fps: float, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private runtime is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
