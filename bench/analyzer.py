@@ -25,14 +25,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
-import platform
-import signal
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import av
+import benchlib
 from kafka import TopicPartition
 
 from faceflow import topics
@@ -49,9 +45,6 @@ from faceflow.kafka import admin
 from faceflow.kafka.clients import make_consumer, make_producer
 from faceflow.kafka.headers import message_headers
 from faceflow.run.democlip import DEMO, generate_clip
-from faceflow.runtime import procs
-from faceflow.runtime.settings import DevSettings
-from faceflow.runtime.stack import DevStack, require_ready
 from faceflow.service.triton import TritonClient
 from faceflow.v1 import analysis_pb2, frame_pb2
 
@@ -157,34 +150,18 @@ def runtime() -> Iterator[tuple[str, str]]:
     if kafka and triton:
         yield kafka, triton
         return
-    with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as home:
-        ports = sorted({procs.free_port() for _ in range(8)})[:5]
-        cache = Path(os.environ.get("FACEFLOW_CACHE", REPO / ".faceflow" / "cache")).absolute()
-        settings = DevSettings(
-            home=Path(home),
-            cache=cache,
-            kafka_port=ports[0],
-            controller_port=ports[1],
-            triton_http_port=ports[2],
-            triton_grpc_port=ports[3],
-            triton_metrics_port=ports[4],
-            model_repository=(REPO / "build" / "triton_repo" / "cpu").absolute(),
-            external_kafka=kafka or None,
-            external_triton=triton or None,
-        )
-        stack = DevStack(settings)
-        where = f"Kafka {settings.kafka_bootstrap}, Triton {settings.triton_grpc_url}"
-        print(f"starting a private runtime ({where})")
-        try:
-            require_ready(stack.up(quiet=True))
-            yield settings.kafka_bootstrap, settings.triton_grpc_url
-        finally:
-            stack.down(quiet=True)
+    print("starting a private runtime", flush=True)
+    with benchlib.private_runtime(
+        model_repository=(REPO / "build" / "triton_repo" / "cpu").absolute(),
+        external_kafka=kafka or None,
+        external_triton=triton or None,
+    ) as settings:
+        print(f"runtime: Kafka {settings.kafka_bootstrap}, Triton {settings.triton_grpc_url}", flush=True)
+        yield settings.kafka_bootstrap, settings.triton_grpc_url
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private runtime is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    benchlib.stop_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -229,32 +206,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         client.close()
     ratio = statistics.median(ratios)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "analyzer",
-                "ratio": round(ratio, 4),
-                "target": 0.95,
-                "frames": len(frames),
-                "faces_per_round": faces,
-                "batch": args.batch,
-                "concurrency": args.concurrency,
-                "direct_fps": [round(x, 3) for x in base_fps],
-                "analyzer_fps": [round(x, 3) for x in hop_fps],
-                "ratio_rounds": [round(x, 4) for x in ratios],
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": sys.version.split()[0],
-                    "load_average": os.getloadavg(),
-                },
-            },
-            indent=2,
-        )
-        + "\n"
+    benchlib.write_results(
+        RESULTS,
+        {
+            "benchmark": "analyzer",
+            "ratio": round(ratio, 4),
+            "target": 0.95,
+            "frames": len(frames),
+            "faces_per_round": faces,
+            "batch": args.batch,
+            "concurrency": args.concurrency,
+            "direct_fps": [round(x, 3) for x in base_fps],
+            "analyzer_fps": [round(x, 3) for x in hop_fps],
+            "ratio_rounds": [round(x, 4) for x in ratios],
+            "machine": benchlib.machine(),
+        },
     )
-    print(f"wrote {RESULTS}")
     print(f"analyzer: ratio={ratio:.3f}")
     return 0
 

@@ -25,13 +25,9 @@ Writes bench/results/ingest.json; the last line printed is ``ingest: ratio=<x>``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
-import signal
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -40,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import av
+import benchlib
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
@@ -53,9 +50,6 @@ from faceflow.ingest.sampling import FpsSampler
 from faceflow.ingest.service import IngestService
 from faceflow.ingest.sources import VideoSource
 from faceflow.kafka import admin
-from faceflow.runtime import procs
-from faceflow.runtime.settings import DevSettings
-from faceflow.runtime.stack import DevStack, require_ready
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "ingest.json"
@@ -117,30 +111,13 @@ def broker() -> Iterator[str]:
     if external:
         yield external
         return
-    with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as home:
-        ports = sorted({procs.free_port() for _ in range(8)})[:5]
-        cache = Path(os.environ.get("FACEFLOW_CACHE", REPO / ".faceflow" / "cache")).absolute()
-        settings = DevSettings(
-            home=Path(home),
-            cache=cache,
-            kafka_port=ports[0],
-            controller_port=ports[1],
-            triton_http_port=ports[2],
-            triton_grpc_port=ports[3],
-            triton_metrics_port=ports[4],
-        )
-        stack = DevStack(settings)
-        print(f"starting a private Kafka broker at {settings.kafka_bootstrap}", flush=True)
-        try:
-            require_ready(stack.up(["kafka"], quiet=True))
-            yield settings.kafka_bootstrap
-        finally:
-            stack.down(quiet=True)
+    with benchlib.private_runtime(["kafka"]) as settings:
+        print(f"started a private Kafka broker at {settings.kafka_bootstrap}", flush=True)
+        yield settings.kafka_bootstrap
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private runtime is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    benchlib.stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames and rounds (< 3 minutes)")
     parser.add_argument("--frames", type=int, help="frames per clip (default 300 quick, 1000 full)")
@@ -208,31 +185,20 @@ def main(argv: list[str] | None = None) -> int:
             admin.delete_topics(bootstrap, [topic])
     worst = min(results, key=lambda key: float(results[key]["ratio"]))  # type: ignore[arg-type]
     ratio = float(results[worst]["ratio"])  # type: ignore[arg-type]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "ingest",
-                "quick": args.quick,
-                "ratio": ratio,
-                "worst_size": worst,
-                "target": 0.9,
-                "sizes": results,
-                "jpeg_quality": QUALITY,
-                "broker": "external"
-                if os.environ.get("FACEFLOW_KAFKA_BOOTSTRAP")
-                else "private local broker",
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0],
-                    "platform": platform.platform(),
-                },
-            },
-            indent=2,
-        )
-        + "\n"
+    benchlib.write_results(
+        RESULTS,
+        {
+            "benchmark": "ingest",
+            "quick": args.quick,
+            "ratio": ratio,
+            "worst_size": worst,
+            "target": 0.9,
+            "sizes": results,
+            "jpeg_quality": QUALITY,
+            "broker": "external" if os.environ.get("FACEFLOW_KAFKA_BOOTSTRAP") else "private local broker",
+            "machine": benchlib.machine(),
+        },
     )
-    print(f"wrote {RESULTS.relative_to(REPO)}")
     print(f"ingest: ratio={ratio:.3f}")
     return 0
 

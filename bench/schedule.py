@@ -36,20 +36,16 @@ import argparse
 import json
 import logging
 import os
-import platform
-import signal
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import benchlib
+
 from faceflow.run.democlip import CROWD, DEMO, GroundTruth, generate_clip
 from faceflow.run.orchestrate import Run, RunOptions, parse_sources
-from faceflow.runtime import procs
 from faceflow.runtime.settings import DevSettings
-from faceflow.runtime.stack import DevStack, require_ready
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "schedule.json"
@@ -153,8 +149,7 @@ def one_run(settings: DevSettings, clip: Any, schedule: str, fps: float, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private runtime is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    benchlib.stop_on_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -170,84 +165,61 @@ def main(argv: list[str] | None = None) -> int:
     specs = {"demo": DEMO, "crowd": CROWD}
     chosen = [specs[name] for name in args.clips.split(",")]
     clips = [generate_clip(spec, REPO / "out" / "clips") for spec in chosen]
-    with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as home:
-        ports = sorted({procs.free_port() for _ in range(8)})[:5]
-        settings = DevSettings(
-            home=Path(home),
-            cache=Path(os.environ.get("FACEFLOW_CACHE", REPO / ".faceflow" / "cache")).absolute(),
-            kafka_port=ports[0],
-            controller_port=ports[1],
-            triton_http_port=ports[2],
-            triton_grpc_port=ports[3],
-            triton_metrics_port=ports[4],
-            model_repository=(REPO / "build" / "triton_repo" / "cpu").absolute(),
-            external_kafka=os.environ.get("FACEFLOW_KAFKA_BOOTSTRAP") or None,
-            external_triton=os.environ.get("FACEFLOW_TRITON_URL") or None,
-        )
-        stack = DevStack(settings)
+    with benchlib.private_runtime(
+        model_repository=(REPO / "build" / "triton_repo" / "cpu").absolute(),
+        external_kafka=os.environ.get("FACEFLOW_KAFKA_BOOTSTRAP") or None,
+        external_triton=os.environ.get("FACEFLOW_TRITON_URL") or None,
+    ) as settings:
+        home = settings.home
         print(f"runtime: Kafka {settings.kafka_bootstrap}, Triton {settings.triton_grpc_url}", flush=True)
-        require_ready(stack.up(quiet=True))
         results: dict[str, Any] = {}
-        try:
-            for clip in clips:
-                truth = GroundTruth.load(clip.ground_truth)
-                runs = {}
-                for schedule in ("all", "adaptive"):
-                    started = time.monotonic()
-                    runs[schedule] = one_run(
-                        settings, clip, schedule, args.fps, Path(home) / f"{clip.video.stem}-{schedule}"
-                    )
-                    r = runs[schedule]
-                    print(
-                        f"{clip.video.stem:6} {schedule:8} {r['frames']} frames, {r['faces']} faces, "
-                        f"{r['analyzed_faces']} analyzed; {r['frames_per_second']:.2f} frames/s end to end; "
-                        f"{r['calls_per_face_second']:.2f} calls per face-second; IDF1 {r['idf1']:.3f}, "
-                        f"identity accuracy {r['identity_accuracy']:.3f}; latency p50 "
-                        f"{r['latency_p50_s']:.2f} s ({time.monotonic() - started:.0f} s)",
-                        flush=True,
-                    )
-                a, b = runs["adaptive"], runs["all"]
-                results[clip.video.stem] = {
-                    "all": {k: v for k, v in b.items() if k != "events"},
-                    "adaptive": {k: v for k, v in a.items() if k != "events"},
-                    "call_reduction": b["calls_per_face_second"] / a["calls_per_face_second"],
-                    "throughput_ratio": a["frames_per_second"] / b["frames_per_second"],
-                    "idf1_delta": a["idf1"] - b["idf1"],
-                    "identity_accuracy_delta": a["identity_accuracy"] - b["identity_accuracy"],
-                    "fused_agreement": agreement(a, b, truth),
-                }
-                r = results[clip.video.stem]
+        for clip in clips:
+            truth = GroundTruth.load(clip.ground_truth)
+            runs = {}
+            for schedule in ("all", "adaptive"):
+                started = time.monotonic()
+                runs[schedule] = one_run(
+                    settings, clip, schedule, args.fps, home / f"{clip.video.stem}-{schedule}"
+                )
+                r = runs[schedule]
                 print(
-                    f"{clip.video.stem:6} calls cut {r['call_reduction']:.1f}x, "
-                    f"frames/s {r['throughput_ratio']:.2f}x, IDF1 delta {r['idf1_delta']:+.3f}, "
-                    f"identity accuracy delta {r['identity_accuracy_delta']:+.3f}, "
-                    f"fused agreement {r['fused_agreement']}",
+                    f"{clip.video.stem:6} {schedule:8} {r['frames']} frames, {r['faces']} faces, "
+                    f"{r['analyzed_faces']} analyzed; {r['frames_per_second']:.2f} frames/s end to end; "
+                    f"{r['calls_per_face_second']:.2f} calls per face-second; IDF1 {r['idf1']:.3f}, "
+                    f"identity accuracy {r['identity_accuracy']:.3f}; latency p50 "
+                    f"{r['latency_p50_s']:.2f} s ({time.monotonic() - started:.0f} s)",
                     flush=True,
                 )
-        finally:
-            stack.down(quiet=True)
+            a, b = runs["adaptive"], runs["all"]
+            results[clip.video.stem] = {
+                "all": {k: v for k, v in b.items() if k != "events"},
+                "adaptive": {k: v for k, v in a.items() if k != "events"},
+                "call_reduction": b["calls_per_face_second"] / a["calls_per_face_second"],
+                "throughput_ratio": a["frames_per_second"] / b["frames_per_second"],
+                "idf1_delta": a["idf1"] - b["idf1"],
+                "identity_accuracy_delta": a["identity_accuracy"] - b["identity_accuracy"],
+                "fused_agreement": agreement(a, b, truth),
+            }
+            r = results[clip.video.stem]
+            print(
+                f"{clip.video.stem:6} calls cut {r['call_reduction']:.1f}x, "
+                f"frames/s {r['throughput_ratio']:.2f}x, IDF1 delta {r['idf1_delta']:+.3f}, "
+                f"identity accuracy delta {r['identity_accuracy_delta']:+.3f}, "
+                f"fused agreement {r['fused_agreement']}",
+                flush=True,
+            )
     ratio = min(r["throughput_ratio"] for r in results.values())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "schedule",
-                "ratio": round(ratio, 3),
-                "targets": {"call_reduction": 5.0, "throughput_ratio": 3.0, "idf1_delta": -0.01},
-                "fps": args.fps,
-                "clips": results,
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": sys.version.split()[0],
-                    "load_average": os.getloadavg(),
-                },
-            },
-            indent=2,
-        )
-        + "\n"
+    benchlib.write_results(
+        RESULTS,
+        {
+            "benchmark": "schedule",
+            "ratio": round(ratio, 3),
+            "targets": {"call_reduction": 5.0, "throughput_ratio": 3.0, "idf1_delta": -0.01},
+            "fps": args.fps,
+            "clips": results,
+            "machine": benchlib.machine(),
+        },
     )
-    print(f"wrote {RESULTS}")
     print(f"schedule: ratio={ratio:.2f}")
     return 0
 

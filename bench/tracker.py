@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import math
-import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Final
 
+import benchlib
 import numpy as np
 
 from faceflow.core.evaluation import EvalFrame, evaluate
@@ -294,19 +292,6 @@ Section = Callable[[argparse.Namespace], dict[str, Any]]
 SECTIONS: list[tuple[str, Section]] = [("StreamTracker.update", section_tracker)]
 
 
-def machine() -> dict[str, Any]:
-    """Where the figures were measured."""
-    return {
-        "cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": sys.version.split()[0],
-        "numpy": version("numpy"),
-        "scipy": version("scipy"),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames and one round (< 1 minute)")
@@ -320,17 +305,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {title}", flush=True)
         results.update(section(args))
     ratio = float(results["tracker"]["ratio"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "tracker",
         "quick": args.quick,
         "ratio": round(ratio, 4),
         "seconds": round(time.perf_counter() - started, 1),
         **results,
-        "machine": machine(),
+        "machine": benchlib.machine(
+            numpy=version("numpy"), scipy=version("scipy"), processor=platform.processor()
+        ),
     }
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    benchlib.write_results(RESULTS, payload)
     print(f"tracker: ratio={ratio:.2f}")
     return 0
 

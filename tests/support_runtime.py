@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from faceflow.runtime import procs
 from faceflow.runtime.settings import DevSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,22 +16,12 @@ def shared_cache() -> Path:
 
 def free_port_settings(home: Path, **overrides: object) -> DevSettings:
     """Settings for a private runtime in ``home`` on five free ports."""
-    ports = set()
-    while len(ports) < 5:
-        ports.add(procs.free_port())
-    kafka, controller, http, grpc, metrics = sorted(ports)
-    base = DevSettings(
-        home=home,
-        cache=shared_cache(),
-        kafka_port=kafka,
-        controller_port=controller,
-        triton_http_port=http,
-        triton_grpc_port=grpc,
-        triton_metrics_port=metrics,
+    return DevSettings.on_free_ports(
+        home,
+        shared_cache(),
         model_repository=Path(
             os.environ.get("FACEFLOW_TRITON_REPOSITORY", REPO / "build" / "triton_repo" / "cpu")
         ),
         external_kafka=os.environ.get("FACEFLOW_TEST_KAFKA_BOOTSTRAP") or None,
         external_triton=os.environ.get("FACEFLOW_TEST_TRITON_URL") or None,
-    )
-    return base.with_overrides(**overrides)
+    ).with_overrides(**overrides)

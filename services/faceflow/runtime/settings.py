@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from faceflow.errors import ConfigError
+from faceflow.runtime import procs
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
@@ -91,6 +92,25 @@ class DevSettings:
     def triton_http_url(self) -> str | None:
         """The local server's HTTP address; None for an external Triton (only gRPC is assumed)."""
         return None if self.external_triton else f"{self.host}:{self.triton_http_port}"
+
+    @classmethod
+    def on_free_ports(cls, home: Path, cache: Path, **overrides: Any) -> DevSettings:
+        """Settings for a private runtime in ``home`` on five ports free at the time of the call, so
+        that tests and benchmarks can run one beside a developer's own ``faceflow dev up``.
+        ``overrides`` as in :meth:`with_overrides`."""
+        ports: set[int] = set()
+        while len(ports) < 5:
+            ports.add(procs.free_port())
+        kafka, controller, http, grpc, metrics = sorted(ports)
+        return cls(
+            home=home,
+            cache=cache,
+            kafka_port=kafka,
+            controller_port=controller,
+            triton_http_port=http,
+            triton_grpc_port=grpc,
+            triton_metrics_port=metrics,
+        ).with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> DevSettings:
         """A copy with the non-None overrides applied (and validated)."""
