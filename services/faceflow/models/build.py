@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from faceflow.errors import ConfigError, FaceflowError
+from faceflow.files import file_sha256
 from faceflow.models import triton_config
 from faceflow.models.contract import DECODE_MIN_SIDE, MAX_FRAME_PIXELS, REQUEST_PIXEL_BUDGET
 from faceflow.models.triton_config import BuildParameters, Variant
@@ -36,14 +37,6 @@ from faceflow.models.triton_config import BuildParameters, Variant
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _code_hash(*modules: str) -> str:
@@ -61,7 +54,7 @@ def build_centerface(artifacts: Path, say: Say) -> Path:
 
     src = default_onnx_path()
     dst = artifacts / "centerface.onnx"
-    key = f"{_sha256(src)}:{_code_hash('faceflow.models.centerface')}"
+    key = f"{file_sha256(src)}:{_code_hash('faceflow.models.centerface')}"
     stamp = dst.with_suffix(".key")
     if dst.exists() and stamp.exists() and stamp.read_text() == key:
         say(f"  centerface: up to date ({dst})")
@@ -76,7 +69,7 @@ def build_facexformer(
     artifacts: Path, *, backbone: str, weights: Path | None, quantize: str, say: Say
 ) -> tuple[Path, str]:
     """Export (once) the FaceXFormer ONNX; returns its path and the weights provenance."""
-    from faceflow.models.facexformer import FaceXFormerConfig, file_sha256  # noqa: PLC0415
+    from faceflow.models.facexformer import FaceXFormerConfig  # noqa: PLC0415
 
     config = FaceXFormerConfig(backbone=backbone)  # type: ignore[arg-type]
     if weights is not None and not weights.is_file():

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -28,6 +26,7 @@ import onnxruntime as ort
 from onnx.tools.update_model_dims import update_inputs_outputs_dims
 from PIL import Image
 
+from faceflow.files import atomic_write
 from faceflow.models.centerface_decode import Detections, pad_to_multiple, postprocess
 from faceflow.models.contract import (
     CENTERFACE_INPUT,
@@ -109,14 +108,7 @@ def make_dynamic(src_onnx: Path, dst: Path) -> Path:
     dyn = dynamicize(model)
     onnx.checker.check_model(dyn)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(dyn.SerializeToString())
-        Path(tmp).replace(dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(dst, lambda tmp: tmp.write_bytes(dyn.SerializeToString()))
     logger.info("wrote CenterFace with dynamic dims %s -> %s", src_onnx, dst)
     return dst
 

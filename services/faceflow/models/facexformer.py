@@ -22,7 +22,6 @@ never downloads anything. :func:`export_onnx` writes the dynamic-batch ONNX mode
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle  # only for pickle.UnpicklingError
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from faceflow.errors import ConfigError, FaceflowError
+from faceflow.files import file_sha256
 from faceflow.models.contract import CROP_SIZE, FACEXFORMER_INPUT, FACEXFORMER_OUTPUTS
 from faceflow.models.facexformer_layers import (
     FaceDecoder,
@@ -97,7 +97,6 @@ WEIGHTS_ENV_VAR: Final = "FACEFLOW_FACEXFORMER_WEIGHTS"
 BACKBONE_ENV_VAR: Final = "FACEFLOW_FACEXFORMER_BACKBONE"
 RANDOM_INIT: Final = "random-init"
 
-_HASH_CHUNK = 1 << 20
 _MAX_LISTED_KEYS = 5
 
 
@@ -230,15 +229,6 @@ class FaceXFormer(nn.Module):
         projected.reverse()
         fused: Tensor = self.linear_fuse(torch.cat(projected, dim=1))
         return fused
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:

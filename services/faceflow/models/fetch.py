@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from faceflow.errors import FaceflowError
+from faceflow.files import atomic_write_text, file_sha256
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -182,7 +182,7 @@ def fetched_checkpoint(weights_dir: Path, *, verify_sha256: bool = False) -> Pat
             f"{path}: expected {record.size} bytes as {record_path} records, got {size}: "
             "run `faceflow models fetch` again"
         )
-    if verify_sha256 and (actual := _sha256(path)) != record.sha256:
+    if verify_sha256 and (actual := file_sha256(path)) != record.sha256:
         raise ChecksumError(
             f"{path}: expected sha256 {record.sha256} as {record_path} records, got {actual}: "
             "run `faceflow models fetch` again"
@@ -191,14 +191,6 @@ def fetched_checkpoint(weights_dir: Path, *, verify_sha256: bool = False) -> Pat
 
 
 # -- fetching ---------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _env_true(name: str) -> bool:
@@ -286,9 +278,7 @@ def _quarantine(out: Path, partial: Path, actual: str) -> Path:
 
 
 def _write_record(out: Path, record: CheckpointRecord) -> None:
-    tmp = out / f".{RECORD_NAME}.tmp"
-    tmp.write_text(record.to_json())
-    os.replace(tmp, out / RECORD_NAME)
+    atomic_write_text(out / RECORD_NAME, record.to_json())
 
 
 def fetch_checkpoint(request: FetchRequest, *, say: Say = lambda _msg: None) -> CheckpointRecord:
@@ -301,7 +291,7 @@ def fetch_checkpoint(request: FetchRequest, *, say: Say = lambda _msg: None) -> 
     existing = read_record(out)
     if existing is not None and not request.refresh and existing.matches(request):
         path = out / existing.file
-        if path.is_file() and path.stat().st_size == existing.size and _sha256(path) == existing.sha256:
+        if path.is_file() and path.stat().st_size == existing.size and file_sha256(path) == existing.sha256:
             say(f"  facexformer checkpoint: up to date ({path}, {existing.repo_id}@{existing.revision[:12]})")
             return existing
         say(f"  facexformer checkpoint: {path} is missing or damaged; fetching it again")
@@ -379,7 +369,7 @@ def fetch_checkpoint(request: FetchRequest, *, say: Say = lambda _msg: None) -> 
             f"({reason}): run the same command again to resume it"
         ) from exc
 
-    actual = _sha256(partial)
+    actual = file_sha256(partial)
     expected, source = (request.sha256, "--sha256") if request.sha256 else (hub_sha, "the hub's LFS ETag")
     if expected is not None and actual != expected:
         moved = _quarantine(out, partial, actual)

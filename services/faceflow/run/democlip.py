@@ -33,10 +33,8 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import metadata
@@ -47,6 +45,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from faceflow.files import atomic_write, file_sha256
 from faceflow.run.democlip_scene import SceneRenderer, load_photo
 from faceflow.run.democlip_types import (
     PHOTOS,
@@ -310,18 +309,11 @@ class GeneratedClip:
             raise DemoClipError(f"frame_count: expected an int >= 1, got {self.frame_count!r}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stamp_key(spec: ClipSpec) -> str:
     """Hash of everything that decides the outputs: spec, generator code, library versions."""
     here = Path(__file__).parent
-    code = {name: _sha256(here / name) for name in ("democlip.py", "democlip_scene.py", "democlip_types.py")}
+    sources = ("democlip.py", "democlip_scene.py", "democlip_types.py")
+    code = {name: file_sha256(here / name) for name in sources}
     versions = {}
     for lib in _LIBRARIES:
         try:
@@ -330,19 +322,6 @@ def _stamp_key(spec: ClipSpec) -> str:
             versions[lib] = "missing"
     payload = {"format": _STAMP_FORMAT, "spec": dataclasses.asdict(spec), "code": code, "versions": versions}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through ``write(tmp)`` into a temporary file of the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        Path(tmp).chmod(0o644)  # mkstemp makes it private; these are ordinary outputs
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_jpeg(rgb: npt.NDArray[np.uint8], path: Path) -> None:
@@ -474,7 +453,7 @@ def _up_to_date(stamp: Path, key: str, clip: GeneratedClip, out_dir: Path) -> bo
     hashes = recorded.get("outputs", {})
     for path in _files(clip):
         rel = path.relative_to(out_dir).as_posix()
-        if not path.is_file() or not isinstance(hashes, dict) or hashes.get(rel) != _sha256(path):
+        if not path.is_file() or not isinstance(hashes, dict) or hashes.get(rel) != file_sha256(path):
             return False
     return True
 
@@ -509,7 +488,7 @@ def generate_clip(spec: ClipSpec, out_dir: Path, *, progress: bool = False) -> G
     renderer = SceneRenderer(spec)
     truth = _truth(spec, renderer)
     for person, path in clip.enroll.items():
-        _atomic_write(path, functools.partial(_save_jpeg, load_photo(person)))
+        atomic_write(path, functools.partial(_save_jpeg, load_photo(person)))
     n = spec.frame_count
     tiles = sorted({round(i * (n - 1) / (_PREVIEW_TILES - 1)) for i in range(_PREVIEW_TILES)})
     kept: dict[int, npt.NDArray[np.uint8]] = {}
@@ -517,13 +496,13 @@ def generate_clip(spec: ClipSpec, out_dir: Path, *, progress: bool = False) -> G
     def encode(tmp: Path) -> None:
         kept.update(_encode(spec, renderer, tmp, tiles, progress=progress))
 
-    _atomic_write(clip.video, encode)
+    atomic_write(clip.video, encode)
     document = json.dumps(truth.to_json(), indent=1) + "\n"
-    _atomic_write(clip.ground_truth, lambda tmp: tmp.write_text(document, encoding="utf-8"))
-    _atomic_write(clip.preview, lambda tmp: _preview(truth, kept, tmp))
-    outputs = {p.relative_to(out_dir).as_posix(): _sha256(p) for p in _files(clip)}
+    atomic_write(clip.ground_truth, lambda tmp: tmp.write_text(document, encoding="utf-8"))
+    atomic_write(clip.preview, lambda tmp: _preview(truth, kept, tmp))
+    outputs = {p.relative_to(out_dir).as_posix(): file_sha256(p) for p in _files(clip)}
     record = json.dumps({"key": key, "clip": spec.name, "outputs": outputs}, indent=1, sort_keys=True)
-    _atomic_write(stamp, lambda tmp: tmp.write_text(record + "\n", encoding="utf-8"))
+    atomic_write(stamp, lambda tmp: tmp.write_text(record + "\n", encoding="utf-8"))
     logger.info("clip %s: wrote %s in %.1f s", spec.name, clip.video, time.perf_counter() - started)
     return clip
 

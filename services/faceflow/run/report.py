@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from faceflow.errors import FaceflowError
+from faceflow.files import atomic_write_text
 from faceflow.run.summary import random_init_models
 from faceflow.run.video import palette_colour, short_identity, short_track
 
@@ -459,7 +460,9 @@ def _card(value: str, key: str) -> str:
     return f'<div class="card"><div class="v">{value}</div><div class="k">{key}</div></div>'
 
 
-def _header(summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> str:
+def _header(
+    summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]]
+) -> str:
     counts = summary.get("counts") or {}
     thr = summary.get("throughput") or {}
     cards = [
@@ -512,15 +515,15 @@ def _header(summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> 
         f"<tr><td>{_e(m.get('name'))}</td><td>{_e(m.get('version'))}</td><td>{_e(m.get('variant'))}</td>"
         f'<td><code title="{_e(m.get("weights"))}">{_e(_clip(str(m.get("weights")), 24))}</code></td>'
         f"<td>{_RANDOM if m.get('random_init') else 'trained'}</td></tr>"
-        for m in _models_from(events, summary)
+        for m in models
     )
-    models = (
+    models_table = (
         '<h3>Models</h3><table id="models"><thead><tr><th>Model</th><th>Version</th><th>Variant</th>'
         f"<th>Weights</th><th>Weights kind</th></tr></thead><tbody>{model_rows}</tbody></table>"
         if model_rows
         else ""
     )
-    return f'<div class="cards">{"".join(cards)}</div><h3>Sources</h3>{sources}{latency}{models}'
+    return f'<div class="cards">{"".join(cards)}</div><h3>Sources</h3>{sources}{latency}{models_table}'
 
 
 def render_report(
@@ -538,9 +541,8 @@ def render_report(
                 f"got {key!r} -> {type(value).__name__}"
             )
     identities, tracks = collect_rows(events)
-    random_models = sorted(
-        set(random_init_models(_models_from(events, summary))) | set(summary.get("random_init_models") or ())
-    )
+    models = _models_from(events, summary)
+    random_models = sorted(set(random_init_models(models)) | set(summary.get("random_init_models") or ()))
     stream_ids = sorted(
         {str(e.get("stream_id")) for e in events} | set((summary.get("streams") or {}).keys())
     )
@@ -565,7 +567,7 @@ def render_report(
         f"<h1>{_e(title)}</h1>"
         f'<p class="sub">{len(events)} face events · {len(tracks)} tracks · {len(identities)} identities</p>'
         f"{_banner(random_models)}"
-        f"{_header(summary, events)}"
+        f"{_header(summary, events, models)}"
         f'<h2 id="identities-title">Identities</h2>{_identity_table(identities)}'
         f'<h2 id="tracks-title">Tracks</h2>{_track_table(tracks, thumbs)}'
         f'<h2 id="timelines-title">Timeline per stream</h2>'
@@ -597,8 +599,6 @@ def write_report(
     target = Path(out_path)
     document = render_report(events=events, summary=summary, thumbnails=thumbnails)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(document, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write_text(target, document)
     logger.info("wrote %s (%d KiB)", target, len(document) // 1024)
     return target

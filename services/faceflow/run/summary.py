@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Final
 import numpy as np
 
 from faceflow.errors import FaceflowError
+from faceflow.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -322,13 +322,6 @@ def write_summary(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> P
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, text)
     logger.info("wrote %s", target)
     return target
