@@ -53,16 +53,21 @@ def decode_checkpoint(value: bytes) -> Checkpoint:
         document = json.loads(zlib.decompress(value))
     except (zlib.error, ValueError) as exc:
         raise ValueError(f"not an aggregator checkpoint: {exc}") from exc
-    if not isinstance(document, dict) or document.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(document, dict):
+        raise ValueError(f"checkpoint: expected a JSON object, got {type(document).__name__}")
+    if document.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
             f"checkpoint: expected version {CHECKPOINT_VERSION}, got {document.get('version')!r}"
         )
-    return Checkpoint(
-        stream_id=str(document["stream_id"]),
-        partition=int(document["partition"]),
-        next_offset=int(document["next_offset"]),
-        snapshot=document["stream"],
-    )
+    try:
+        return Checkpoint(
+            stream_id=str(document["stream_id"]),
+            partition=int(document["partition"]),
+            next_offset=int(document["next_offset"]),
+            snapshot=document["stream"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint: malformed ({type(exc).__name__}: {exc})") from exc
 
 
 def read_partition(

@@ -119,20 +119,21 @@ class ScheduledBackend:
             detection_qualities(detected.boxes, detected.scores, detected.keypoints5) if f else np.zeros(0)
         )
         chosen: list[int] = []
-        for i, frame in enumerate(frames):  # frame order: a stream's later frame sees its earlier one
-            faces = detected.faces_of(i)
-            decisions = self.scheduler.decide(
-                frame.stream_id,
-                seq=frame.seq,
-                t=frame.pts_s,
-                boxes=detected.boxes[faces],
-                qualities=qualities[faces],
-            )
-            for face, decision in zip(faces, decisions, strict=True):
-                seqs[face] = decision.results_seq
-                if decision.analyze:
-                    rows[face] = len(chosen)
-                    chosen.append(int(face))
+        with self._lock:
+            for i, frame in enumerate(frames):  # frame order: a stream's later frame sees its earlier one
+                faces = detected.faces_of(i)
+                decisions = self.scheduler.decide(
+                    frame.stream_id,
+                    seq=frame.seq,
+                    t=frame.pts_s,
+                    boxes=detected.boxes[faces],
+                    qualities=qualities[faces],
+                )
+                for face, decision in zip(faces, decisions, strict=True):
+                    seqs[face] = decision.results_seq
+                    if decision.analyze:
+                        rows[face] = len(chosen)
+                        chosen.append(int(face))
         started = time.monotonic()
         try:
             index = np.asarray(chosen, dtype=np.intp)
