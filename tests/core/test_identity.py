@@ -612,3 +612,41 @@ def test_refreshing_last_seen_keeps_the_descriptor_array_and_the_index() -> None
     g.touch("anon-a", 600.0)
     g.put(g.get("anon-a"))  # type: ignore[arg-type]
     assert g._index is index and g.get("anon-a").last_seen_s == 600.0  # type: ignore[union-attr]
+
+
+def test_a_same_size_exemplar_change_patches_the_index_and_matches_as_a_rebuild() -> None:
+    def anon(i: int, seeds: tuple[int, ...]) -> IdentityEntry:
+        shots = np.stack([shot(person(i), s) for s in seeds])
+        return entry(f"anon-{i}", kind=IdentityKind.ANONYMOUS, embeddings=shots)
+
+    patched = Gallery()
+    for i in range(1, 6):
+        patched.put(anon(i, (1, 2, 3)))
+    probe = shot(person(3), 99)[None]
+    patched.match(probe, stream_id="cam-1", cross_stream=False)
+    index = patched._index
+    patched.put(anon(3, (4, 5, 6)))  # three exemplars again: written in place
+    assert patched._index is index
+    patched.put(anon(4, (7, 8)))  # a different count: rebuilt on the next match
+    assert patched._index is None
+
+    fresh = Gallery()
+    for e in [
+        anon(1, (1, 2, 3)),
+        anon(2, (1, 2, 3)),
+        anon(3, (4, 5, 6)),
+        anon(4, (7, 8)),
+        anon(5, (1, 2, 3)),
+    ]:
+        fresh.put(e)
+    patched.put(anon(4, (1, 2, 3)))
+    fresh.put(anon(4, (1, 2, 3)))
+    patched.match(probe, stream_id="cam-1", cross_stream=False)
+    index = patched._index
+    patched.put(anon(2, (9, 10, 11)))
+    fresh.put(anon(2, (9, 10, 11)))
+    assert patched._index is index
+    assert patched.distances(probe) == fresh.distances(probe)
+    assert patched.match(probe, stream_id="cam-1", cross_stream=False) == fresh.match(
+        probe, stream_id="cam-1", cross_stream=False
+    )

@@ -17,6 +17,7 @@ Pure: standard library, numpy and the model contract only.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import enum
 import hashlib
@@ -413,7 +414,8 @@ class Gallery:
 
     Matching stacks every exemplar into one float32 matrix, rebuilt lazily on the first
     :meth:`match` after a change of exemplars, kinds or membership (:meth:`touch` does not
-    invalidate it). Not thread-safe: one owner (the aggregator's stream loop) per object.
+    invalidate it; a new exemplar set of the same size is written into it in place). Not
+    thread-safe: callers serialise access (the aggregator holds its service lock around every use).
     """
 
     def __init__(self, *, max_identities: int = 100_000) -> None:
@@ -477,13 +479,32 @@ class Gallery:
             self._push(entry)
         if (
             old is None
-            or old.embeddings is not entry.embeddings
             or old.kind is not entry.kind
             or old.name != entry.name
             or old.origin_stream != entry.origin_stream
         ):
             self._index = None
+        elif old.embeddings is not entry.embeddings:
+            self._patch_index(entry)
         return evicted
+
+    def _patch_index(self, entry: IdentityEntry) -> None:
+        """Overwrite ``entry``'s exemplar rows in the built index, or drop the index (rebuilt on the
+        next match) when its row count changed. A full exemplar set changes on almost every analysed face of
+        a linked track: rebuilding the whole stack for each would cost O(gallery) per face."""
+        index = self._index
+        if index is None:
+            return
+        pos = bisect.bisect_left(index.ids, entry.identity_id)
+        start = int(index.starts[pos]) if pos < len(index.ids) else 0
+        end = int(index.starts[pos + 1]) if pos + 1 < len(index.ids) else index.exemplars.shape[0]
+        if pos == len(index.ids) or index.ids[pos] != entry.identity_id or end - start != entry.num_exemplars:
+            self._index = None
+            return
+        rows = entry.embeddings.astype(np.float32)
+        index.exemplars[start:end] = rows
+        wide = rows.astype(np.float64)
+        index.sq_norms[start:end] = np.einsum("ij,ij->i", wide, wide)
 
     def touch(self, identity_id: str, seen_s: float) -> bool:
         """Record that a track was linked to ``identity_id`` at ``seen_s``; False if unknown."""

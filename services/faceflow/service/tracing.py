@@ -50,6 +50,9 @@ class JsonLinesSpanExporter(SpanExporter):
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Opened once (export runs for every span); append mode, flushed per export, so the
+        # services of one run can share a file.
+        self._file = self.path.open("a")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = []
@@ -75,12 +78,16 @@ class JsonLinesSpanExporter(SpanExporter):
                     separators=(",", ":"),
                 )
             )
-        with self._lock, self.path.open("a") as fh:
-            fh.write("".join(line + "\n" for line in lines))
+        with self._lock:
+            if self._file.closed:
+                return SpanExportResult.FAILURE
+            self._file.write("".join(line + "\n" for line in lines))
+            self._file.flush()
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        return None
+        with self._lock:
+            self._file.close()
 
 
 def _plain(value: Any) -> Any:
