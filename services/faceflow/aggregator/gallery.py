@@ -92,7 +92,6 @@ class GallerySync:
         on_removed: Callable[[str], None],
         forgotten_ttl_s: float = 6 * 3600.0,
     ) -> None:
-        self.bootstrap = bootstrap
         self.topic = topic
         self.gallery = gallery
         self.lock = lock
@@ -103,7 +102,6 @@ class GallerySync:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer = make_consumer(bootstrap, group_id=None, client_id="faceflow-aggregator-gallery")
-        self.loaded = 0
 
     # -- reading ---------------------------------------------------------------------------------------
     def load(self, timeout_s: float = 60.0) -> int:
@@ -164,7 +162,6 @@ class GallerySync:
                     if self._is_forgotten(entry.identity_id):
                         continue
                     self.gallery.put(entry)
-                self.loaded += 1
 
     def _removed(self, identity_id: str) -> None:
         with self.lock:

@@ -180,7 +180,6 @@ class Hub:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="aggregator-faces-tail", daemon=True)
-        self.delivered = 0
 
     def start(self, timeout_s: float = 30.0) -> None:
         self._thread.start()
@@ -247,7 +246,6 @@ class Hub:
         for sub in subscribers:
             if sub.filter.matches(delivery.event):
                 sub.offer(delivery)
-                self.delivered += 1
 
 
 class Replay:

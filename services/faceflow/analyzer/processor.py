@@ -72,7 +72,6 @@ class AnalyzerProcessor:
         self.include_parsing = include_parsing
         self.on_frames = on_frames
         self.dedup = SeqDedup(dedup_streams)
-        self.repeats = 0
 
     # -- Processor -----------------------------------------------------------------------------
     def process(self, records: Sequence[InRecord]) -> list[Result]:
@@ -84,7 +83,6 @@ class AnalyzerProcessor:
             if frame is None:
                 results[i] = Result(record, dlq_reason=reason)
             elif self.dedup.is_repeat(frame.stream_id, frame.seq):
-                self.repeats += 1
                 logger.info("stream %s seq %d: a repeat, dropped", frame.stream_id, frame.seq)
                 results[i] = Result(record)
             elif frame.end_of_stream:

@@ -71,7 +71,6 @@ class AnalyzerMetrics:
         meter.create_observable_gauge(
             "faceflow.analyzer.paused", callbacks=[self._paused], description="1 while consumption is paused"
         )
-        self._frames_before = {"dlq": 0, "repeat": 0}
 
     def on_frames(self, analyzed: int, detected: int, faces_analyzed: int, dlq: int) -> None:
         if analyzed:
@@ -136,7 +135,7 @@ class AnalyzerService:
             analyses_topic=config.analyses_topic,
             models=self.models,
             include_parsing=config.include_parsing,
-            on_frames=self._on_frames,
+            on_frames=self.metrics.on_frames,
         )
 
     # -- Runnable ------------------------------------------------------------------------------------
@@ -262,6 +261,3 @@ class AnalyzerService:
         self._last_ok = time.monotonic()
         if not self.triton_ready:
             self._set_ready(True)
-
-    def _on_frames(self, analyzed: int, detected: int, faces_analyzed: int, dlq: int) -> None:
-        self.metrics.on_frames(analyzed, detected, faces_analyzed, dlq)

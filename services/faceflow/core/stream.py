@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -627,13 +627,3 @@ class StreamAnalytics:
         if not math.isfinite(stream.t_offset):
             raise ValueError("stream snapshot: t_offset must be finite")
         return stream
-
-
-def summaries_by_identity(streams: Sequence[StreamAnalytics]) -> dict[str, list[TrackSummary]]:
-    """Every track of ``streams`` grouped by identity id (for reports and queries)."""
-    out: dict[str, list[TrackSummary]] = {}
-    for stream in streams:
-        for summary in stream.track_summaries():
-            if summary.identity is not None:
-                out.setdefault(summary.identity.identity_id, []).append(summary)
-    return out

@@ -1,6 +1,7 @@
 """Workarounds for two kafka-python 3.0 group-coordinator bugs that break a consumer group member.
 
-:func:`apply` is called once by :mod:`faceflow.kafka.clients`, before any consumer exists.
+:func:`apply` runs (idempotently) each time :mod:`faceflow.kafka.clients` makes a group consumer,
+before the consumer exists; consumers without a group never rebalance and need neither fix.
 
 1. **A rebalance that completes between two polls is never finished.** ``join_group_async`` runs
    JoinGroup -> SyncGroup as a background task and waits for it only as long as the caller's
@@ -31,6 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kafka
@@ -117,6 +119,18 @@ def _check(cls: type, name: str, *, needs: tuple[str, ...]) -> Any:
     return method
 
 
+#: (class, method, names its source must still use, the wrapper) for every patch.
+_PATCHES: tuple[tuple[type, str, tuple[str, ...], Callable[[Any], Any]], ...] = (
+    (BaseCoordinator, "join_group_async", ("_join_task", "need_rejoin", "STABLE"), _patch_join),
+    (ConsumerCoordinator, "need_rejoin", ("_assignment_snapshot",), _patch_need_rejoin),
+    (BaseCoordinator, "time_to_next_heartbeat", ("heartbeat",), _patch_time_to_next_heartbeat),
+)
+
+
+def _is_patched(cls: type, name: str) -> bool:
+    return bool(getattr(cls.__dict__.get(name), _APPLIED, False))
+
+
 def apply() -> None:
     """Install the workarounds (idempotent).
 
@@ -128,24 +142,11 @@ def apply() -> None:
             f"kafka-python: expected a {PATCHED_SERIES}x release (faceflow.kafka.compat patches its group "
             f"coordinator), got {kafka.__version__}"
         )
-    patches = (
-        (BaseCoordinator, "join_group_async", ("_join_task", "need_rejoin", "STABLE"), _patch_join),
-        (ConsumerCoordinator, "need_rejoin", ("_assignment_snapshot",), _patch_need_rejoin),
-        (BaseCoordinator, "time_to_next_heartbeat", ("heartbeat",), _patch_time_to_next_heartbeat),
-    )
-    for cls, name, needs, patch in patches:
-        if getattr(cls.__dict__.get(name), _APPLIED, False):
-            continue
-        setattr(cls, name, patch(_check(cls, name, needs=needs)))
+    for cls, name, needs, patch in _PATCHES:
+        if not _is_patched(cls, name):
+            setattr(cls, name, patch(_check(cls, name, needs=needs)))
 
 
 def applied() -> bool:
     """True once :func:`apply` has patched the coordinator."""
-    return all(
-        getattr(cls.__dict__.get(name), _APPLIED, False)
-        for cls, name in (
-            (BaseCoordinator, "join_group_async"),
-            (ConsumerCoordinator, "need_rejoin"),
-            (BaseCoordinator, "time_to_next_heartbeat"),
-        )
-    )
+    return all(_is_patched(cls, name) for cls, name, _, _ in _PATCHES)

@@ -250,7 +250,7 @@ class FrameStatus(enum.IntEnum):
 # --- Triton tensors ---------------------------------------------------------------------------------
 
 _TRITON_DTYPES: Final[frozenset[str]] = frozenset({"BYTES", "FP32", "INT32", "UINT8"})
-_NUMPY_DTYPES: Final[dict[str, str]] = {
+NUMPY_DTYPES: Final[dict[str, str]] = {
     "BYTES": "object",
     "FP32": "float32",
     "INT32": "int32",
@@ -297,7 +297,7 @@ class TensorSpec:
     @property
     def numpy_dtype(self) -> str:
         """The numpy dtype name a client uses for this tensor (``object`` for BYTES)."""
-        return _NUMPY_DTYPES[self.dtype]
+        return NUMPY_DTYPES[self.dtype]
 
 
 _L: Final[int] = NUM_LANDMARKS

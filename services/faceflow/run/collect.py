@@ -27,9 +27,7 @@ logger = logging.getLogger(__name__)
 class StreamProgress:
     frames: int = 0
     faces: int = 0
-    analyzed_faces: int = 0
     ended: bool = False
-    last_seq: int = -1
 
 
 @dataclass
@@ -73,6 +71,7 @@ class Collector:
         self._last_event = time.monotonic()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._call: Any = None  # the Subscribe call (grpc is imported where it is used)
 
     def start(self, aggregator_url: str, stream_ids: list[str]) -> None:
         """Tail frames and analyses from Kafka; take face events from the aggregator's Subscribe."""
@@ -121,9 +120,8 @@ class Collector:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
+        if self._call is not None:
+            self._call.cancel()
         for thread in self._threads:
             thread.join(timeout_s)
 
@@ -174,7 +172,6 @@ class Collector:
                 return
             stream.frames += 1
             stream.faces += len(analysis.faces)
-            stream.analyzed_faces += analysis.timings.faces_analyzed
             if any(m.random_init for m in analysis.models):
                 self.data.random_init = True
             capture = analysis.capture_time.ToNanoseconds()
@@ -200,7 +197,6 @@ class Collector:
             if event.type == face_event_pb2.FACE_EVENT_TYPE_STREAM_ENDED:
                 stream.ended = True
             if event.type == face_event_pb2.FACE_EVENT_TYPE_OBSERVATION:
-                stream.last_seq = max(stream.last_seq, event.seq)
                 capture = event.capture_time.ToNanoseconds()
                 if capture:
                     self.data.latencies["capture->subscriber"].append(max(0, time.time_ns() - capture) / 1e9)

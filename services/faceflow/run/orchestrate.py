@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 FACEFLOW = str(Path(sys.executable).parent / "faceflow")
 URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-CHECKPOINT_HINT = "get the released checkpoint: faceflow models fetch && faceflow models build"
 
 
 class RunError(FaceflowError):

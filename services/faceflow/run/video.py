@@ -115,6 +115,19 @@ BLUR_BOX_GROW: Final[float] = 0.1
 #: Blur by mask only when the mask's face pixels cover at least this share of the box.
 MIN_MASK_SHARE: Final[float] = 0.25
 _OVERLAY_ALPHA: Final[float] = 0.45
+
+
+def _overlay_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per parsing class: its overlay colour and its alpha (0 for classes drawn in no colour)."""
+    lut = np.zeros((len(PARSING_COLOURS), 3), np.float32)
+    alpha = np.zeros(len(PARSING_COLOURS), np.float32)
+    for i, colour in enumerate(PARSING_COLOURS):
+        if colour is not None:
+            lut[i], alpha[i] = colour, _OVERLAY_ALPHA
+    return lut, alpha
+
+
+_OVERLAY_LUT, _OVERLAY_ALPHAS = _overlay_tables()
 _UNANALYZED_DASH: Final[int] = 6
 _NOSE_TIP: Final[int] = 30  # iBUG 68 index of the nose tip
 _NUM_LANDMARKS: Final[int] = 68
@@ -452,11 +465,7 @@ class _FrameAnnotator:
         x0, y0, region = warp_mask(mask[0], mask[1], width, height)
         if region.size == 0:
             return
-        lut = np.zeros((len(PARSING_COLOURS), 3), np.float32)
-        alpha = np.zeros(len(PARSING_COLOURS), np.float32)
-        for i, colour in enumerate(PARSING_COLOURS):
-            if colour is not None:
-                lut[i], alpha[i] = colour, _OVERLAY_ALPHA
+        lut, alpha = _OVERLAY_LUT, _OVERLAY_ALPHAS
         h, w = region.shape
         patch = out[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
         a = alpha[region][..., None]
@@ -593,11 +602,6 @@ class AnnotatedVideoWriter:
     def path(self) -> Path:
         """The MP4 written."""
         return self._path
-
-    @property
-    def frames_written(self) -> int:
-        """Frames encoded so far."""
-        return self._frames
 
     def _open(self, width: int, height: int) -> None:
         import av  # noqa: PLC0415 - the codec adapter; drawing does not need it

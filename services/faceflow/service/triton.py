@@ -35,6 +35,7 @@ from faceflow.models.contract import (
     FACE_DETECT_OUTPUT_NAMES,
     FACE_PIPELINE,
     FACE_PIPELINE_OUTPUTS,
+    NUMPY_DTYPES,
 )
 from faceflow.models.response import DetectedFaces, FaceAnalyses, PipelineResponse, ResponseError
 
@@ -49,7 +50,9 @@ _TRANSIENT = frozenset(
 )
 _NOT_READY = ("is not ready", "unknown model", "not found", "failed to connect", "unavailable")
 
-_DTYPES = {"object": "BYTES", "float32": "FP32", "int32": "INT32", "uint8": "UINT8"}
+#: numpy dtype name -> Triton datatype, the inverse of the contract's table.
+_DTYPES = {numpy_name: triton for triton, numpy_name in NUMPY_DTYPES.items()}
+_PIPELINE_OUTPUT_NAMES = tuple(t.name for t in FACE_PIPELINE_OUTPUTS)
 
 
 class TritonUnavailable(Unavailable):
@@ -184,18 +187,12 @@ class TritonClient:
             self._params[model] = params
         return params
 
-    def is_ready(self, model: str = FACE_PIPELINE) -> bool:
-        """Whether Triton reports ``model`` ready (cheap, but blind to a dead python stub: see probe)."""
-        try:
-            return bool(self._client.is_model_ready(model, client_timeout=self.metadata_timeout_s))
-        except Exception:  # noqa: BLE001 - any failure means "not ready"
-            return False
-
     # -- the entry points ------------------------------------------------------------------------
     def pipeline(self, frames: Sequence[bytes], *, timeout_s: float | None = None) -> PipelineResponse:
         """``face_pipeline`` on encoded frames."""
-        names = [t.name for t in FACE_PIPELINE_OUTPUTS]
-        out = self.infer(FACE_PIPELINE, {"IMAGES": _images(frames)}, names, timeout_s=timeout_s)
+        out = self.infer(
+            FACE_PIPELINE, {"IMAGES": _images(frames)}, _PIPELINE_OUTPUT_NAMES, timeout_s=timeout_s
+        )
         return _validated(FACE_PIPELINE, lambda: PipelineResponse.from_triton(out, frames=len(frames)))
 
     def detect(self, frames: Sequence[bytes], *, timeout_s: float | None = None) -> DetectedFaces:
