@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from faceflow.ingest.errors import IngestConfigError
+from faceflow.service.config import check_int as _check_int
 
 
 def check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> float:
@@ -25,11 +26,5 @@ def check_number(name: str, value: object, *, minimum: float, inclusive: bool = 
 
 
 def check_int(name: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an int (not a bool) of at least ``minimum``.
-
-    Raises:
-        IngestConfigError: "``name``: expected an int >= minimum, got ``value``".
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise IngestConfigError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
+    """:func:`faceflow.service.config.check_int`, raising IngestConfigError."""
+    return _check_int(name, value, minimum=minimum, error=IngestConfigError)

@@ -161,7 +161,8 @@ def load_file(path: Path, cls: type[Any], *, error: type[ConfigError] = ConfigEr
 
 
 def check_names(config: object, names: Iterable[str], *, error: type[ConfigError] = ConfigError) -> None:
-    """Each field in ``names`` is a Kafka-legal name of 1..249 characters (topics, groups, clients)."""
+    """Each field in ``names`` is a string of 1..249 characters, Kafka's length limit for topics,
+    groups and client ids (the broker itself refuses characters it does not allow)."""
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, str) or not 0 < len(value) <= 249:
@@ -176,14 +177,23 @@ def check_ports(config: object, names: Iterable[str], *, error: type[ConfigError
             raise error(f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}")
 
 
+def check_int(name: str, value: object, *, minimum: int, error: type[ConfigError] = ConfigError) -> int:
+    """Return ``value`` if it is an int (not a bool) of at least ``minimum``.
+
+    Raises:
+        ConfigError (``error``): "``name``: expected an int >= minimum, got ``value``".
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise error(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
 def check_ints(
     config: object, minimums: Iterable[tuple[str, int]], *, error: type[ConfigError] = ConfigError
 ) -> None:
-    """Each ``(field, minimum)``: the field is an int (not a bool) of at least ``minimum``."""
+    """Each ``(field, minimum)``: the field passes :func:`check_int`."""
     for name, low in minimums:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise error(f"{name}: expected an int >= {low}, got {value!r}")
+        check_int(name, getattr(config, name), minimum=low, error=error)
 
 
 class ConfigMixin:
