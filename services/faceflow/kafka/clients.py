@@ -26,7 +26,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from faceflow.errors import ConfigError
 from faceflow.kafka import compat
 from faceflow.kafka.headers import HeaderList
-from faceflow.service.security import read_certificates, read_key_pair, read_secret_file
+from faceflow.service.security import env_setting, read_certificates, read_key_pair, read_secret_file
 from faceflow.topics import FRAMES_MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ class KafkaSecurity:
         """
 
         def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+            return env_setting(env, name)
 
         protocol = (get(SECURITY_PROTOCOL_ENV) or "PLAINTEXT").upper()
         mechanism = get(SASL_MECHANISM_ENV)

@@ -72,7 +72,13 @@ _ENCRYPTED_KEY_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type:
 # -- reading files named by variables ---------------------------------------------------------------
 
 
-def _setting(env: Mapping[str, str], variable: str) -> str | None:
+def _token_of(env: Mapping[str, str]) -> str | None:
+    """The shared bearer token from ``FACEFLOW_AUTH_TOKEN_FILE`` (servers check it, clients send it)."""
+    path = env_setting(env, AUTH_TOKEN_FILE_ENV)
+    return None if path is None else read_secret_file(AUTH_TOKEN_FILE_ENV, Path(path).expanduser())
+
+
+def env_setting(env: Mapping[str, str], variable: str) -> str | None:
     """The variable's value, or None when it is unset or blank."""
     value = env.get(variable, "").strip()
     return value or None
@@ -177,7 +183,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _pair_of(env: Mapping[str, str], first: str, second: str) -> tuple[Path, Path] | None:
-    a, b = _setting(env, first), _setting(env, second)
+    a, b = env_setting(env, first), env_setting(env, second)
     if a is None and b is None:
         return None
     if a is None or b is None:
@@ -256,7 +262,7 @@ class ServerSecurity:
                 should be.
         """
         pair = _pair_of(env, TLS_CERT_FILE_ENV, TLS_KEY_FILE_ENV)
-        client_ca_path = _setting(env, TLS_CLIENT_CA_FILE_ENV)
+        client_ca_path = env_setting(env, TLS_CLIENT_CA_FILE_ENV)
         if client_ca_path is not None and pair is None:
             raise ConfigError(
                 f"{TLS_CLIENT_CA_FILE_ENV} is set: expected {TLS_CERT_FILE_ENV} and {TLS_KEY_FILE_ENV} "
@@ -267,12 +273,7 @@ class ServerSecurity:
             chain, key = read_key_pair(TLS_CERT_FILE_ENV, pair[0], TLS_KEY_FILE_ENV, pair[1])
         if client_ca_path is not None:
             client_ca = read_certificates(TLS_CLIENT_CA_FILE_ENV, Path(client_ca_path).expanduser())
-        token_path = _setting(env, AUTH_TOKEN_FILE_ENV)
-        token = (
-            None
-            if token_path is None
-            else read_secret_file(AUTH_TOKEN_FILE_ENV, Path(token_path).expanduser())
-        )
+        token = _token_of(env)
         return cls(certificate_chain=chain, private_key=key, client_ca=client_ca, token=token)
 
     def interceptors(self) -> Sequence[grpc.ServerInterceptor]:
@@ -435,23 +436,18 @@ class ClientSecurity:
             ConfigError: a variable without its pair, a file that cannot be read or is not what it
                 should be.
         """
-        ca_path = _setting(env, TLS_CA_FILE_ENV)
+        ca_path = env_setting(env, TLS_CA_FILE_ENV)
         roots = None if ca_path is None else read_certificates(TLS_CA_FILE_ENV, Path(ca_path).expanduser())
         pair = _pair_of(env, TLS_CLIENT_CERT_FILE_ENV, TLS_CLIENT_KEY_FILE_ENV)
         chain = key = None
         if pair is not None:
             chain, key = read_key_pair(TLS_CLIENT_CERT_FILE_ENV, pair[0], TLS_CLIENT_KEY_FILE_ENV, pair[1])
-        server_name = _setting(env, TLS_SERVER_NAME_ENV)
+        server_name = env_setting(env, TLS_SERVER_NAME_ENV)
         if server_name is not None and roots is None and chain is None:
             raise ConfigError(
                 f"{TLS_SERVER_NAME_ENV} is set: expected {TLS_CA_FILE_ENV} (TLS) as well, got plaintext"
             )
-        token_path = _setting(env, AUTH_TOKEN_FILE_ENV)
-        token = (
-            None
-            if token_path is None
-            else read_secret_file(AUTH_TOKEN_FILE_ENV, Path(token_path).expanduser())
-        )
+        token = _token_of(env)
         return cls(
             root_certificates=roots,
             certificate_chain=chain,
