@@ -18,9 +18,11 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_hostports,
     check_ints,
     check_names,
     check_ports,
+    check_positive,
     load_env,
 )
 from faceflow.service.grpc_server import RESERVED_WORKERS
@@ -72,12 +74,7 @@ class AggregatorConfig(ConfigMixin):
     session_timeout_ms: int = 30_000
 
     def __post_init__(self) -> None:
-        for name in ("kafka_bootstrap", "triton_url"):
-            value = getattr(self, name)
-            for part in value.split(","):
-                host, sep, port = part.strip().rpartition(":")
-                if not sep or not host or not port.isdigit():
-                    raise AggregatorConfigError(f"{name}: expected host:port[,host:port...], got {value!r}")
+        check_hostports(self, ("kafka_bootstrap", "triton_url"), error=AggregatorConfigError)
         error = AggregatorConfigError
         names = ("analyses_topic", "faces_topic", "state_topic", "identities_topic", "group_id", "client_id")
         check_names(self, names, error=error)
@@ -101,9 +98,7 @@ class AggregatorConfig(ConfigMixin):
             raise AggregatorConfigError(
                 f"match_threshold: expected a distance in (0, 2), got {self.match_threshold!r}"
             )
-        for name in ("checkpoint_interval_s", "grace_s"):
-            if getattr(self, name) <= 0:
-                raise AggregatorConfigError(f"{name}: expected a number > 0, got {getattr(self, name)!r}")
+        check_positive(self, ("checkpoint_interval_s", "grace_s"), error=AggregatorConfigError)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AggregatorConfig:

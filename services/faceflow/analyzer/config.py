@@ -20,9 +20,11 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_hostports,
     check_ints,
     check_names,
     check_ports,
+    check_positive,
     load_env,
 )
 
@@ -31,13 +33,6 @@ ENV_PREFIX = "FACEFLOW_ANALYZER_"
 
 class AnalyzerConfigError(ConfigError, ValueError):
     """An analyzer setting is invalid."""
-
-
-def _hostports(name: str, value: str) -> None:
-    for part in value.split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise AnalyzerConfigError(f"{name}: expected host:port[,host:port...], got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +74,7 @@ class AnalyzerConfig(ConfigMixin):
     probe_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
-        _hostports("kafka_bootstrap", self.kafka_bootstrap)
-        _hostports("triton_url", self.triton_url)
+        check_hostports(self, ("kafka_bootstrap", "triton_url"), error=AnalyzerConfigError)
         error = AnalyzerConfigError
         names = ("frames_topic", "analyses_topic", "dlq_topic", "group_id", "client_id")
         check_names(self, names, error=error)
@@ -94,10 +88,9 @@ class AnalyzerConfig(ConfigMixin):
             raise AnalyzerConfigError(
                 f"max_pending: expected >= max_batch_frames ({self.max_batch_frames}), got {self.max_pending}"
             )
-        for name in ("triton_timeout_s", "max_age_s", "grace_s", "probe_interval_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise AnalyzerConfigError(f"{name}: expected a number > 0, got {value!r}")
+        check_positive(
+            self, ("triton_timeout_s", "max_age_s", "grace_s", "probe_interval_s"), error=AnalyzerConfigError
+        )
         if not 0 <= self.quality_margin <= 1:
             raise AnalyzerConfigError(
                 f"quality_margin: expected a number in 0..1, got {self.quality_margin!r}"

@@ -177,6 +177,24 @@ def check_ports(config: object, names: Iterable[str], *, error: type[ConfigError
             raise error(f"{name}: expected a port in 0..65535 (0 picks a free one), got {port!r}")
 
 
+def check_hostports(config: object, names: Iterable[str], *, error: type[ConfigError] = ConfigError) -> None:
+    """Each field in ``names`` is ``host:port[,host:port...]`` with ports in 1..65535."""
+    for name in names:
+        value = getattr(config, name)
+        for part in str(value).split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise error(f"{name}: expected host:port[,host:port...], got {value!r}")
+
+
+def check_positive(config: object, names: Iterable[str], *, error: type[ConfigError] = ConfigError) -> None:
+    """Each field in ``names`` is a number (not a bool) > 0 (seconds, intervals)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise error(f"{name}: expected a number > 0, got {value!r}")
+
+
 def check_int(name: str, value: object, *, minimum: int, error: type[ConfigError] = ConfigError) -> int:
     """Return ``value`` if it is an int (not a bool) of at least ``minimum``.
 
