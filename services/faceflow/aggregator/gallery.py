@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import numpy as np
 from kafka import KafkaProducer, TopicPartition
@@ -49,10 +50,15 @@ def to_record(entry: IdentityEntry) -> identity_pb2.IdentityRecord:
         source=entry.source,
         origin_stream=entry.origin_stream,
     )
-    record.created.FromNanoseconds(round(entry.created_s * 1e9))
-    record.updated.FromNanoseconds(round(entry.updated_s * 1e9))
-    record.last_seen.FromNanoseconds(round(entry.last_seen_s * 1e9))
+    set_times(record, entry)
     return record
+
+
+def set_times(message: Any, entry: IdentityEntry) -> None:
+    """``created``, ``updated`` and ``last_seen`` of an identity message from ``entry``'s epoch seconds."""
+    message.created.FromNanoseconds(round(entry.created_s * 1e9))
+    message.updated.FromNanoseconds(round(entry.updated_s * 1e9))
+    message.last_seen.FromNanoseconds(round(entry.last_seen_s * 1e9))
 
 
 def from_record(record: identity_pb2.IdentityRecord) -> IdentityEntry:

@@ -27,7 +27,7 @@ import numpy as np
 from opentelemetry.trace import SpanKind
 
 from faceflow.aggregator.events import track_message
-from faceflow.aggregator.gallery import KINDS, GallerySync
+from faceflow.aggregator.gallery import KINDS, GallerySync, set_times
 from faceflow.aggregator.processor import AggregatorProcessor
 from faceflow.aggregator.subscriptions import Filter, Hub, Replay, stream_items
 from faceflow.core.identity import Gallery, IdentityEntry, IdentityKind, add_exemplars, new_identity_id
@@ -72,9 +72,7 @@ def identity_message(entry: IdentityEntry) -> aggregator_pb2.Identity:
         source=entry.source,
         origin_stream=entry.origin_stream,
     )
-    out.created.FromNanoseconds(round(entry.created_s * 1e9))
-    out.updated.FromNanoseconds(round(entry.updated_s * 1e9))
-    out.last_seen.FromNanoseconds(round(entry.last_seen_s * 1e9))
+    set_times(out, entry)
     return out
 
 

@@ -25,7 +25,7 @@ from faceflow.ingest.checks import check_int, check_number
 from faceflow.ingest.errors import IngestConfigError, client_text
 from faceflow.ingest.policy import DEFAULT_FILE_ROOTS, DEFAULT_HOSTS, DEFAULT_SCHEMES, SourcePolicy
 from faceflow.ingest.sources_file import load_sources_file
-from faceflow.ingest.uris import URL_SCHEMES, redact_uri
+from faceflow.ingest.uris import URL_SCHEMES, is_supported_scheme, redact_uri, url_scheme
 from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV, ConfigMixin, load_env
 from faceflow.streams import validate_stream_id
 from faceflow.topics import FRAMES, FRAMES_MAX_MESSAGE_BYTES
@@ -58,22 +58,19 @@ class PolicyChoice(StrEnum):
 
 def uri_is_live(uri: str) -> bool:
     """A URL (other than ``file://``) is a live source; a path (file or folder) is not."""
-    if "://" not in uri:
-        return False
-    scheme = uri.split("://", 1)[0].lower()
-    return scheme != "file"
+    scheme = url_scheme(uri)
+    return scheme is not None and scheme != "file"
 
 
 def _check_uri(uri: object) -> str:
     if not isinstance(uri, str) or not uri.strip():
         raise IngestConfigError(f"uri: expected a file path, folder or URL, got {client_text(repr(uri), 80)}")
-    if "://" in uri:
-        scheme = uri.split("://", 1)[0].lower()
-        if scheme != "file" and scheme not in URL_SCHEMES:
-            raise IngestConfigError(
-                f"uri: expected a path or a URL with one of {sorted(URL_SCHEMES)}, "
-                f"got scheme {client_text(repr(scheme), 40)}"
-            )
+    scheme = url_scheme(uri)
+    if scheme is not None and not is_supported_scheme(scheme):
+        raise IngestConfigError(
+            f"uri: expected a path or a URL with one of {sorted(URL_SCHEMES)}, "
+            f"got scheme {client_text(repr(scheme), 40)}"
+        )
     return uri
 
 

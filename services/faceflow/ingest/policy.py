@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from faceflow.ingest.errors import IngestConfigError, SourceNotAllowed
-from faceflow.ingest.uris import URL_SCHEMES, redact_uri
+from faceflow.ingest.uris import URL_SCHEMES, is_supported_scheme, redact_uri, url_scheme
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -276,10 +276,10 @@ class SourcePolicy:
             raise IngestConfigError(f"uri: expected at most {MAX_URI_CHARS} characters, got {len(uri)}")
         if _CONTROL.search(uri):
             raise IngestConfigError(f"uri: expected no control characters, got {_shown(uri)}")
-        if "://" not in uri:
+        scheme = url_scheme(uri)
+        if scheme is None:
             return self._check_path(uri, uri)
-        scheme = uri.split("://", 1)[0].lower()
-        if scheme != "file" and scheme not in URL_SCHEMES:
+        if not is_supported_scheme(scheme):
             raise IngestConfigError(
                 f"uri: expected a path or a URL with one of {sorted(URL_SCHEMES)}, got {_shown(uri)}"
             )

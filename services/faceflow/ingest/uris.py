@@ -11,6 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
 
 
+def url_scheme(uri: str) -> str | None:
+    """The lower-cased scheme of a URL (``scheme://...``), or None for a path."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else None
+
+
+def is_supported_scheme(scheme: str) -> bool:
+    """``file`` or one of :data:`URL_SCHEMES`."""
+    return scheme == "file" or scheme in URL_SCHEMES
+
+
 def redact_uri(uri: str) -> str:
     """Return ``uri`` with the password of its user-info part replaced by ``***``."""
     if "://" not in uri:

@@ -113,10 +113,10 @@ def parse_sources(
         if not sep or URL_RE.match(value):
             stream_id, uri = "", value
         if URL_RE.match(uri):
-            scheme = uri.split("://", 1)[0].lower()
-            from faceflow.ingest.uris import URL_SCHEMES  # noqa: PLC0415
+            from faceflow.ingest.uris import URL_SCHEMES, is_supported_scheme, url_scheme  # noqa: PLC0415
 
-            if scheme not in URL_SCHEMES and scheme != "file":
+            scheme = url_scheme(uri) or ""
+            if not is_supported_scheme(scheme):
                 raise RunError(
                     f"{uri}: unsupported URL scheme {scheme!r}; expected one of {sorted(URL_SCHEMES)}"
                 )
