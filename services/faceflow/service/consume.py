@@ -192,19 +192,13 @@ def _run_in_daemon(name: str, fn: Work, records: list[InRecord]) -> Future[Seque
 
 
 class LoopStats:
-    """Counters the service exports as metrics (read under no lock: ints only)."""
+    """What the services export as metrics (read under no lock: plain values only)."""
 
     def __init__(self) -> None:
-        self.consumed = 0
-        self.processed = 0
-        self.produced = 0
+        #: Records sent to the DLQ.
         self.dlq = 0
-        self.retries = 0
-        self.discarded = 0
-        self.batches = 0
+        #: True while every partition is paused (backpressure or stopping).
         self.paused = False
-        self.last_batch_size = 0
-        self.last_process_s = 0.0
         #: Records behind the end of each assigned partition, as of the last poll.
         self.lag: dict[int, int] = {}
 
@@ -246,7 +240,6 @@ class ConsumeLoop:
         self._last_polled: dict[TopicPartition, int] = {}
         self._grace_s = 10.0
         self._stop = threading.Event()
-        self._stopped = threading.Event()
         self._failure: BaseException | None = None
         self._delivery_error: str | None = None
         self._healthy = True
@@ -317,8 +310,6 @@ class ConsumeLoop:
             logger.exception("%s: the consume loop failed", self.config.service)
             self._failure = exc
             self._close(commit=False)
-        finally:
-            self._stopped.set()
 
     def _poll_timeout_ms(self) -> int:
         """How long the next poll may wait, after waiting for a running batch if nothing else can
@@ -371,7 +362,6 @@ class ConsumeLoop:
                             epoch=epoch,
                         )
                     )
-                    self.stats.consumed += 1
                     if self._oldest_s is None:
                         self._oldest_s = now
             for tp in self._assigned:
@@ -422,7 +412,6 @@ class ConsumeLoop:
                 results = self.processor.process(live)
             except Unavailable as exc:
                 self._healthy = False
-                self.stats.retries += 1
                 logger.warning(
                     "%s: %d records wait: %s (retry in %.1f s)", self.config.service, len(live), exc, delay
                 )
@@ -432,8 +421,6 @@ class ConsumeLoop:
                 continue
             self._healthy = True
             elapsed = time.monotonic() - started
-            self.stats.last_process_s = elapsed
-            self.stats.last_batch_size = len(live)
             if self.on_batch is not None:
                 self.on_batch(len(live), elapsed)
             if len(results) != len(live):
@@ -447,7 +434,6 @@ class ConsumeLoop:
                     return
                 batch = self._batches.popleft()
             results = batch.collect()
-            self.stats.batches += 1
             self._send(results)
 
     def _send(self, results: Sequence[Result]) -> None:
@@ -455,7 +441,6 @@ class ConsumeLoop:
         for result in results:
             record = result.record
             if not self._current(record):
-                self.stats.discarded += 1
                 continue
             outputs = list(result.outputs)
             if result.dlq_reason is not None:
@@ -471,7 +456,6 @@ class ConsumeLoop:
                     record.offset,
                     result.dlq_reason,
                 )
-            self.stats.processed += 1
             self._produce(result, outputs)
 
     def _produce(self, result: Result, outputs: list[OutRecord]) -> None:
@@ -500,7 +484,6 @@ class ConsumeLoop:
             )
             future.add_callback(acked)
             future.add_errback(failed)
-            self.stats.produced += 1
 
     def _dlq_record(self, record: InRecord, reason: str) -> OutRecord:
         headers = [
@@ -585,7 +568,6 @@ class ConsumeLoop:
             for tp in partitions:
                 self._epochs[tp] = self._epochs.get(tp, 0) + 1
             kept = deque(r for r in self._pending if r.tp not in partitions)
-            self.stats.discarded += len(self._pending) - len(kept)
             self._pending = kept
             self.tracker.drop(partitions)
             for tp in partitions:
@@ -609,9 +591,7 @@ class ConsumeLoop:
             grace_s,
         )
         with self._lock:
-            discarded = len(self._pending)
             self._pending.clear()
-        self.stats.discarded += discarded
         while self._batches and time.monotonic() < deadline:
             try:
                 self._complete_ready()
