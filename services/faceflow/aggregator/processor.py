@@ -69,7 +69,7 @@ class AggregatorProcessor:
         gallery: the identities (shared with the gRPC API and the gallery tail).
         lock: the state lock (held while streams or the gallery change or are read).
         restore: reads the checkpoints of one state partition.
-        sync: writes gallery changes (None: not published, for tests).
+        sync: writes gallery changes to the identities topic (None: kept local, not published).
     """
 
     def __init__(
@@ -80,14 +80,13 @@ class AggregatorProcessor:
         lock: threading.RLock,
         restore: Callable[[int], dict[str, Checkpoint]],
         sync: GallerySync | None = None,
-        stream_config: StreamConfig | None = None,
     ) -> None:
         self.config = config
         self.gallery = gallery
         self.lock = lock
         self.restore = restore
         self.sync = sync
-        self.stream_config = stream_config or StreamConfig(
+        self.stream_config = StreamConfig(
             match_threshold=config.match_threshold, cross_stream=config.cross_stream
         )
         self.streams: OrderedDict[str, _Owned] = OrderedDict()

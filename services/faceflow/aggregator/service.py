@@ -81,16 +81,16 @@ class AggregatorService:
         except FaceflowError:
             producer.close(timeout=1)
             raise
+        self.sync = GallerySync(
+            c.kafka_bootstrap, c.identities_topic, self.gallery, self.lock, producer, on_removed=self._erased
+        )
         self.processor = AggregatorProcessor(
             c,
             gallery=self.gallery,
             lock=self.lock,
             restore=lambda p: read_partition(c.kafka_bootstrap, c.state_topic, p),
+            sync=self.sync,
         )
-        self.sync = GallerySync(
-            c.kafka_bootstrap, c.identities_topic, self.gallery, self.lock, producer, on_removed=self._erased
-        )
-        self.processor.sync = self.sync
         self.sync.load()
         self.sync.start()
         self.hub = Hub(
