@@ -18,11 +18,11 @@ from faceflow.core.identity import (
     IdentityEntry,
     IdentityKind,
     IdentityMatch,
-    TrackIdentity,
     add_exemplars,
     anonymous_identity_id,
     new_identity_id,
 )
+from faceflow.core.naming import TrackIdentity
 from faceflow.models.contract import IDENTITY_DIM
 
 

@@ -206,3 +206,115 @@ def test_an_own_identity_another_track_uses_is_not_merged_away() -> None:
     assert sum(len(out.gallery_removes) for out in outs) == 1  # ann's orphan only; bob's stays
     bob = outs[-1].observations[1].track.identity
     assert bob is not None and gallery.get(bob.identity_id) is not None
+
+
+# --- constraints on real-footage failure modes (issue: identities on real footage) --------------
+
+
+def _enrolled(gallery: Gallery, name: str, embedding: np.ndarray) -> None:
+    now = time.time()
+    gallery.put(
+        IdentityEntry(
+            identity_id=f"id-{name}", name=name, kind=IdentityKind.ENROLLED, embeddings=embedding[None],
+            origin_stream="", source="photos:1", created_s=now, updated_s=now, last_seen_s=now,
+        )
+    )  # fmt: skip
+
+
+def test_two_faces_of_one_frame_near_one_identity_get_two_identities() -> None:
+    # twins: both faces are within the naming threshold of the one enrolled person
+    gallery = Gallery()
+    _enrolled(gallery, "Ann", PEOPLE["ann"])
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    frames = [
+        (s, [face("ann", 10.0, s, analyzed=True), face("ann", 400.0, s, analyzed=True, index=1)])
+        for s in range(6)
+    ]
+    for out in run(stream, frames):
+        ids = [o.track.identity.identity_id for o in out.observations if o.track.identity is not None]
+        assert len(ids) == 2 and len(set(ids)) == 2, ids
+    names = [o.track.identity.name for o in out.observations if o.track.identity is not None]
+    assert sorted(names) == ["", "Ann"]
+
+
+def test_an_identity_held_by_two_tracks_is_split_when_they_share_a_frame() -> None:
+    # t1 creates an anonymous identity; a second track of the same descriptor while t1 is lost
+    # joins it; when both are back in one frame, only one keeps it
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    run(stream, [(s, [face("ann", 10.0, s, analyzed=True)]) for s in range(3)])
+    both = [
+        (s, [face("ann", 10.0, s, analyzed=s == 3), face("ann", 400.0, s, analyzed=s == 3, index=1)])
+        for s in range(3, 6)
+    ]
+    outs = run(stream, both)
+    for out in outs:
+        ids = [o.track.identity.identity_id for o in out.observations if o.track.identity is not None]
+        assert len(ids) == len(set(ids)), ids
+
+
+def test_a_shot_cut_ends_every_track_and_the_person_keeps_their_identity() -> None:
+    # shot/reverse shot: Bob, then Ann at the very same place, then Bob again
+    gallery = Gallery()
+    _enrolled(gallery, "Bob", PEOPLE["bob"])
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    shots = [(1, "bob", 1), (6, "ann", 6), (11, "bob", 11)]  # (first seq, person, shot_start_seq)
+    outs = []
+    for start, person, shot_seq in shots:
+        for s in range(start, start + 5):
+            faces = (face(person, 10.0, s, analyzed=s == start),)
+            outs.append(
+                stream.apply(FrameIn(seq=s, t=s / 5, capture_ns=s, shot_start_seq=shot_seq, faces=faces))
+            )
+    tracks = [out.observations[0].track for out in outs]
+    assert [t.track_id for t in tracks[::5]] == ["t1", "t2", "t3"]  # a new track at every cut
+    assert [t.identity.name if t.identity else None for t in tracks[4::5]] == ["Bob", "", "Bob"]
+    reasons = [
+        e.track.end_reason for out in outs for e in out.lifecycle if e.kind == "track_ended" and e.track
+    ]
+    assert reasons == ["cut", "cut"] and stream.cuts == 2
+
+
+def test_a_stream_without_shot_ids_never_cuts() -> None:
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    outs = [
+        stream.apply(
+            FrameIn(
+                seq=s, t=s / 5, capture_ns=s, shot_start_seq=0 if s < 3 else 3,
+                faces=(face("ann", 10.0, s, analyzed=s == 0),),
+            )
+        )
+        for s in range(6)
+    ]  # fmt: skip
+    assert {out.observations[0].track.track_id for out in outs} == {"t1"} and stream.cuts == 0
+
+
+def test_a_blurred_first_shot_neither_names_nor_blocks_naming() -> None:
+    gallery = Gallery()
+    _enrolled(gallery, "Bob", PEOPLE["bob"])
+    stream = StreamAnalytics("cam", StreamConfig(), gallery)
+    blurred = face("ann", 10.0, 0, analyzed=True)  # the wrong descriptor, from a useless shot
+    blurred = FaceIn(
+        face_index=0, box=np.array([10, 40, 30, 62], np.float32), score=0.4, keypoints5=None,
+        analyzed=True, results_seq=0, tasks=blurred.tasks, embedding=PEOPLE["bob"] + 0.0,
+    )  # fmt: skip
+    first = stream.apply(FrameIn(seq=0, t=0.0, capture_ns=0, faces=(blurred,)))
+    track = first.observations[0].track
+    assert track.identity is not None and track.identity.name == ""  # no name from a 20 px face
+    outs = run(stream, [(s, [face("bob", 10.0 + s, s, analyzed=True)]) for s in range(1, 3)])
+    assert outs[-1].observations[0].track.identity is not None
+    assert outs[-1].observations[0].track.identity.name == "Bob"
+
+
+def test_snapshot_keeps_cut_state_and_cannot_link_memory() -> None:
+    stream = StreamAnalytics("cam", StreamConfig(), Gallery())
+    for s in range(1, 4):
+        stream.apply(
+            FrameIn(
+                seq=s, t=s / 5, capture_ns=s, shot_start_seq=1,
+                faces=(face("ann", 10.0, s, analyzed=True), face("bob", 400.0, s, analyzed=True, index=1)),
+            )
+        )  # fmt: skip
+    snap = json.loads(json.dumps(stream.snapshot()))
+    restored = StreamAnalytics.restore(snap, StreamConfig(), stream.gallery)
+    assert restored.snapshot() == snap
+    assert restored.shot_start_seq == 1 and set(restored.tracks["t1"].cooccur) == {"t2"}

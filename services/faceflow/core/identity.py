@@ -7,8 +7,6 @@ the same person is typically < 0.4 apart, different people > 0.6 (DESIGN.md "Ide
   with a bounded, diverse set of exemplar descriptors (:func:`add_exemplars`).
 * :class:`Gallery`: the bounded set of identities of one aggregator replica, with a vectorised
   :meth:`Gallery.match`.
-* :class:`TrackIdentity`: a track's linking state: its recent descriptors and the identity it
-  was linked to.
 * :func:`anonymous_identity_id` / :func:`new_identity_id`: deterministic ids, so a replayed
   stream recreates the same anonymous ids.
 
@@ -25,7 +23,6 @@ import heapq
 import json
 import logging
 import math
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,11 +36,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "Candidates",
     "Gallery",
     "IdentityEntry",
     "IdentityKind",
     "IdentityMatch",
-    "TrackIdentity",
     "add_exemplars",
     "anonymous_identity_id",
     "new_identity_id",
@@ -393,6 +390,20 @@ class IdentityMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidates:
+    """:meth:`Gallery.evidence`: every identity's distance to one track's evidence.
+
+    ``ids`` sorted; ``distances`` [N] (+inf: not a candidate); ``known`` [N] ENROLLED or NAMED;
+    ``names`` [N] ("" for anonymous identities).
+    """
+
+    ids: tuple[str, ...]
+    distances: FloatArray
+    known: npt.NDArray[np.bool_]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Index:
     """Every exemplar stacked, grouped by identity (identities sorted by id)."""
 
@@ -592,6 +603,42 @@ class Gallery:
         out: FloatArray = np.median(per_identity, axis=0)
         return out
 
+    def evidence(
+        self,
+        descriptors: npt.ArrayLike,
+        weights: npt.ArrayLike,
+        *,
+        stream_id: str,
+        cross_stream: bool,
+    ) -> Candidates:
+        """Every candidate identity's distance to a track's quality-weighted descriptors.
+
+        For each descriptor the smallest Euclidean distance to an identity's exemplars, then the
+        *weighted* median over the descriptors (weights: their quality, > 0): one blurred or
+        turned-away frame neither decides nor blocks. Anonymous identities of other streams are
+        candidates only with ``cross_stream`` (their distance is +inf otherwise).
+        """
+        query = _descriptors(descriptors, "descriptors", allow_empty=False)
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (query.shape[0],) or not np.isfinite(w).all() or (w <= 0).any():
+            raise ValueError(f"weights: expected {query.shape[0]} finite weights > 0, got {w.tolist()!r:.80}")
+        index = self._ensure_index()
+        if not index.ids:
+            return Candidates((), np.zeros(0), np.zeros(0, bool), ())
+        cross = (query @ index.exemplars.T).astype(np.float64)
+        q64 = query.astype(np.float64)
+        sq = np.einsum("ij,ij->i", q64, q64)[:, None] + index.sq_norms[None, :] - 2.0 * cross
+        per_identity = np.minimum.reduceat(np.sqrt(np.maximum(sq, 0.0)), index.starts, axis=1)  # [k,N]
+        order = np.argsort(per_identity, axis=0, kind="stable")
+        cum = np.cumsum(w[order], axis=0)
+        half = np.argmax(cum >= 0.5 * cum[-1], axis=0)
+        dist = np.take_along_axis(per_identity, order, axis=0)[half, np.arange(len(index.ids))]
+        if not cross_stream:
+            code = index.origin_codes.get(stream_id, -1)
+            dist = np.where(index.known | (index.origin == code), dist, np.inf)
+        names = tuple(self._entries[i].name for i in index.ids)
+        return Candidates(index.ids, dist, index.known.copy(), names)
+
     def match(
         self,
         embeddings: npt.ArrayLike,
@@ -685,127 +732,3 @@ class Gallery:
                 raise ValueError(f"snapshot.entries[{i}]: duplicate identity_id {entry.identity_id!r}")
             gallery.put(entry)
         return gallery
-
-
-# --- per-track linking state ---------------------------------------------------------------------
-
-
-class TrackIdentity:
-    """A track's identity-linking state: its recent descriptors and the identity it is linked to.
-
-    Holds at most ``capacity`` descriptors (a ring: the oldest is dropped first). Pure and
-    bounded; checkpointed with the track through :meth:`snapshot` / :meth:`restore`.
-    """
-
-    __slots__ = ("_added", "_capacity", "_descriptors", "_match")
-
-    def __init__(self, *, capacity: int = 8) -> None:
-        self._capacity = _check_int(capacity, "capacity", 1)
-        self._descriptors: deque[Float32Array] = deque(maxlen=self._capacity)
-        self._added = 0
-        self._match: IdentityMatch | None = None
-
-    @property
-    def capacity(self) -> int:
-        """The most descriptors held."""
-        return self._capacity
-
-    @property
-    def added(self) -> int:
-        """Descriptors added over the track's life (held or dropped)."""
-        return self._added
-
-    def __len__(self) -> int:
-        return len(self._descriptors)
-
-    def add(self, embedding: npt.ArrayLike) -> None:
-        """Add one descriptor [128] (finite); the oldest is dropped when ``capacity`` are held."""
-        arr = _descriptors(embedding, "embedding", allow_empty=False)
-        if arr.shape[0] != 1:
-            raise ValueError(f"embedding: expected one descriptor [{IDENTITY_DIM}], got {list(arr.shape)}")
-        self._descriptors.append(_frozen(arr[0].copy()))
-        self._added += 1
-
-    def descriptors(self) -> Float32Array:
-        """The held descriptors, oldest first: float32 [n,128] (n may be 0), a fresh copy."""
-        if not self._descriptors:
-            return np.zeros((0, IDENTITY_DIM), np.float32)
-        return np.stack(list(self._descriptors))
-
-    @property
-    def match(self) -> IdentityMatch | None:
-        """The identity the track is linked to, or None."""
-        return self._match
-
-    @property
-    def identity_id(self) -> str | None:
-        """The linked identity's id, or None."""
-        return None if self._match is None else self._match.identity_id
-
-    @property
-    def name(self) -> str:
-        """The linked identity's name ("" when anonymous or unlinked)."""
-        return "" if self._match is None else self._match.name
-
-    @property
-    def kind(self) -> IdentityKind | None:
-        """The linked identity's kind, or None."""
-        return None if self._match is None else self._match.kind
-
-    @property
-    def distance(self) -> float | None:
-        """The distance at which it was linked, or None."""
-        return None if self._match is None else self._match.distance
-
-    def assign(self, match: IdentityMatch | None) -> None:
-        """Link the track to ``match`` (None unlinks it)."""
-        if match is not None and not isinstance(match, IdentityMatch):
-            raise TypeError(f"match: expected an IdentityMatch or None, got {type(match).__name__}")
-        self._match = match
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable state (descriptors round-trip exactly through ``json``)."""
-        m = self._match
-        return {
-            "version": SNAPSHOT_VERSION,
-            "capacity": self._capacity,
-            "added": self._added,
-            "descriptors": [[float(x) for x in d] for d in self._descriptors],
-            "match": None
-            if m is None
-            else {"identity_id": m.identity_id, "name": m.name, "kind": m.kind.value, "distance": m.distance},
-        }
-
-    @classmethod
-    def restore(cls, snapshot: Mapping[str, Any]) -> TrackIdentity:
-        """Rebuild from :meth:`snapshot`'s output; ``ValueError`` on malformed input."""
-        snapshot = _check_header(snapshot, "snapshot")
-        try:
-            track = cls(capacity=snapshot["capacity"])
-            added = _check_int(snapshot["added"], "added", 0)
-            rows = _number_rows(snapshot["descriptors"], "descriptors")
-            if rows.shape[0] > min(track.capacity, added):
-                raise ValueError(
-                    f"descriptors: expected at most min(capacity, added) rows, got {rows.shape[0]}"
-                )
-            for row in rows:
-                track._descriptors.append(_frozen(row.copy()))
-            m = snapshot.get("match")
-            if m is not None:
-                if not isinstance(m, Mapping) or set(m) != {"identity_id", "name", "kind", "distance"}:
-                    raise ValueError(f"match: expected identity_id, name, kind, distance, got {m!r}")
-                distance = m["distance"]
-                if isinstance(distance, int) and not isinstance(distance, bool):
-                    distance = float(distance)
-                track._match = IdentityMatch(
-                    identity_id=m["identity_id"],
-                    name=m["name"],
-                    kind=IdentityKind(m["kind"]),
-                    distance=distance,
-                )
-            track._added = added
-        except KeyError as exc:
-            raise ValueError(f"snapshot: expected key {exc}, got none") from None
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"snapshot: {exc}") from None
-        return track

@@ -36,23 +36,23 @@ import numpy.typing as npt
 
 from faceflow.core.fusion import FusedResults, TrackFusion
 from faceflow.core.identity import (
+    Candidates,
     Gallery,
     IdentityEntry,
     IdentityKind,
     IdentityMatch,
-    TrackIdentity,
     add_exemplars,
     anonymous_identity_id,
 )
+from faceflow.core.naming import NamingPolicy, TrackIdentity, decide
 from faceflow.core.quality import detection_quality, observation_quality
 from faceflow.core.tracking import Observation, StreamTracker, TrackerConfig
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION: Final[int] = 1
-#: A track switches to another identity only when that one is clearly nearer (or it is a known
-#: person replacing an anonymous identity): no flip-flopping between two close identities.
-SWITCH_MARGIN: Final[float] = 0.1
+#: Tracks remembered per track as having shared a frame with it (cannot-link), most recent kept.
+MAX_COOCCURRING: Final[int] = 64
 
 F32 = npt.NDArray[np.float32]
 
@@ -61,16 +61,21 @@ F32 = npt.NDArray[np.float32]
 class StreamConfig:
     """Tracking and identity settings of every stream.
 
-    ``match_threshold``: the largest embedding distance at which a track is linked to an identity;
+    ``match_threshold``: the naming operating point, the largest evidence distance at which a
+    track is named as an enrolled or named person (calibrated on eval/, see
+    :mod:`faceflow.core.naming`); ``name_margin``: how much nearer than any other name it must be;
+    ``anon_threshold``: the largest distance at which a track joins an anonymous identity;
     ``cross_stream``: whether anonymous identities first seen on other streams are candidates;
-    ``max_track_embeddings``: descriptors a track keeps for matching; ``max_exemplars``: per
-    identity; ``max_ended_tracks``: ended tracks kept for queries.
+    ``max_track_embeddings``: descriptors a track keeps as evidence (its best); ``max_exemplars``:
+    per identity; ``max_ended_tracks``: ended tracks kept for queries.
     """
 
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    match_threshold: float = 0.5
+    match_threshold: float = 0.55
+    name_margin: float = 0.05
+    anon_threshold: float = 0.5
     cross_stream: bool = False
-    max_track_embeddings: int = 8
+    max_track_embeddings: int = 16
     max_exemplars: int = 16
     max_ended_tracks: int = 64
 
@@ -83,6 +88,15 @@ class StreamConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        self.naming_policy()  # validates the naming fields
+
+    def naming_policy(self) -> NamingPolicy:
+        """The open-set naming policy these settings describe."""
+        return NamingPolicy(
+            name_threshold=self.match_threshold,
+            name_margin=self.name_margin,
+            anon_threshold=self.anon_threshold,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,8 @@ class FrameIn:
     capture_ns: int
     faces: tuple[FaceIn, ...] = ()
     end_of_stream: bool = False
+    #: seq of the first frame of this frame's shot (ingest's cut detector); 0 = unknown.
+    shot_start_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -206,6 +222,8 @@ class _Track:
         self.state = "active"
         self.end_reason = ""
         self.started = False
+        #: tracks that shared a frame with this one (cannot-link), most recent last
+        self.cooccur: dict[str, None] = {}
 
     def summary(self, gallery: Gallery) -> TrackSummary:
         match = self.identity.match
@@ -247,6 +265,7 @@ class _Track:
             "state": self.state,
             "end_reason": self.end_reason,
             "started": self.started,
+            "cooccur": list(self.cooccur),
         }
 
     @classmethod
@@ -268,6 +287,7 @@ class _Track:
                 str(data["end_reason"]),
                 bool(data["started"]),
             )
+            track.cooccur = dict.fromkeys(str(v) for v in data.get("cooccur", ()))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"track snapshot: malformed ({exc})") from exc
         return track
@@ -307,6 +327,9 @@ class StreamAnalytics:
         self.stream_ended = False
         self.last_capture_ns = 0
         self.total_tracks = 0
+        self.shot_start_seq = 0
+        self.cuts = 0
+        self.policy = config.naming_policy()
 
     # -- applying frames --------------------------------------------------------------------------
     def apply(self, frame: FrameIn) -> FrameOut:
@@ -320,6 +343,11 @@ class StreamAnalytics:
         if frame.end_of_stream:
             return self._end(frame.seq, t)
         self.stream_ended = False
+        lifecycle: list[LifecycleOut] = []
+        if frame.shot_start_seq:
+            if self.shot_start_seq and frame.shot_start_seq != self.shot_start_seq:
+                lifecycle.extend(self._cut(frame.seq))
+            self.shot_start_seq = frame.shot_start_seq
         self.frames += 1
         self.faces += len(frame.faces)
         qualities = [self._quality(face) for face in frame.faces]
@@ -334,10 +362,11 @@ class StreamAnalytics:
             for face, q in zip(frame.faces, qualities, strict=True)
         ]
         update = self.tracker.update(observations, t=t, seq=frame.seq)
-        lifecycle: list[LifecycleOut] = []
         puts: list[IdentityEntry] = []
         removes: list[str] = []
         resolved: list[str] = []
+        present = list(dict.fromkeys(update.assignments))
+        evidence: list[tuple[float, str]] = []
         for face, q, track_id in zip(frame.faces, qualities, update.assignments, strict=True):
             track = self.tracks.get(track_id)
             if track is None:
@@ -345,10 +374,21 @@ class StreamAnalytics:
                 self.tracks[track_id] = track
                 self.total_tracks += 1
             self._observe(track, face, q, frame.seq, t)
+            for other in present:
+                if other != track_id:
+                    track.cooccur.pop(other, None)
+                    track.cooccur[other] = None
+            while len(track.cooccur) > MAX_COOCCURRING:
+                del track.cooccur[next(iter(track.cooccur))]
             if face.analyzed and face.embedding is not None:
-                track.identity.add(face.embedding)
-                if self._resolve(track, frame.seq, puts, removes):
-                    resolved.append(track_id)
+                dq = detection_quality(face.box, min(1.0, max(0.0, float(face.score))), face.keypoints5)
+                track.identity.add(face.embedding, dq)
+                evidence.append((dq, track_id))
+        # the best evidence of the frame decides first: a weaker face cannot take its identity
+        for _, track_id in sorted(evidence, key=lambda e: -e[0]):
+            if self._resolve(self.tracks[track_id], frame.seq, present, puts, removes):
+                resolved.append(track_id)
+        resolved.extend(t for t in self._distinct(present, frame.seq, puts) if t not in resolved)
         for track_id in update.started:
             track = self.tracks.get(track_id)
             if track is not None and not track.started:
@@ -426,97 +466,184 @@ class StreamAnalytics:
         own = entry is not None and entry.source == f"anonymous:{self.stream_id}/{track.track_id}"
         return current.identity_id if own else None
 
-    def _resolve(self, track: _Track, seq: int, puts: list[IdentityEntry], removes: list[str]) -> bool:
-        """Link ``track`` to an identity with its descriptors; True when its identity changed.
+    def _forbidden(self, track: _Track, present: list[str]) -> set[str]:
+        """Cannot-link: the identities of the tracks that share this frame or shared an earlier one."""
+        out = set()
+        for other in (*present, *track.cooccur):
+            if other == track.track_id:
+                continue
+            held = self.tracks.get(other) or self.ended.get(other)
+            if held is not None and held.identity.identity_id is not None:
+                out.add(held.identity.identity_id)
+        return out
+
+    def _resolve(
+        self, track: _Track, seq: int, present: list[str], puts: list[IdentityEntry], removes: list[str]
+    ) -> bool:
+        """Decide ``track``'s identity from its evidence (:func:`faceflow.core.naming.decide`);
+        True when its identity changed.
 
         A new anonymous identity's id derives from the stream, the track and the ``seq`` at which it
         is created: a replay recreates the same id, and a track whose identity was erased gets a new
         one (never the erased id again).
 
-        A track linked to an anonymous identity it created itself (its first shots matched nobody)
-        is matched again without that identity, which holds only its own descriptors and would
-        always win: when its descriptors now match an older identity (the person came back, and a
-        better shot says who), the track switches to it, its descriptors join that identity's
-        exemplars, and its own identity is merged away (``removes``) unless another track of the
-        stream is linked to it.
+        A track holding the anonymous identity it created itself (its first shots matched nobody)
+        is decided without it: that identity holds only its own descriptors and would always win.
+        When the evidence then names the track or finds an older identity (the person came back),
+        the track moves there, its usable descriptors join that identity's exemplars, and its own
+        identity is merged away (``removes``) unless another track is linked to it. An identity
+        built by several tracks is never merged away on one track's evidence: only a track's own.
         """
-        descriptors = track.identity.descriptors()
+        policy = self.policy
+        descriptors, weights = track.identity.usable(policy.min_quality)
         now = self.clock()
         own = self._own_anonymous(track)
-        match = self.gallery.match(
-            descriptors,
-            stream_id=self.stream_id,
-            cross_stream=self.config.cross_stream,
-            threshold=self.config.match_threshold,
-            exclude=own,
-        )
         current = track.identity.match
+        if descriptors.shape[0]:
+            candidates = self.gallery.evidence(
+                descriptors, weights, stream_id=self.stream_id, cross_stream=self.config.cross_stream
+            )
+        else:
+            candidates = Candidates((), np.zeros(0), np.zeros(0, bool), ())
+        decision = decide(
+            current,
+            candidates,
+            own=own,
+            forbidden=self._forbidden(track, present),
+            evidence=float(weights.sum()),
+            policy=policy,
+        )
+        chosen = decision.match
+        entry = None if chosen is None else self.gallery.get(chosen.identity_id)
         changed = False
-        if own is not None and match is not None:
-            track.identity.assign(match)
-            target = self.gallery.get(match.identity_id)
-            if target is not None and target.kind is not IdentityKind.ENROLLED:
-                grown = add_exemplars(target, descriptors, max_exemplars=self.config.max_exemplars, now_s=now)
-                if grown is not target:
-                    self._put(grown, puts)
-            if not any(t.identity.identity_id == own for t in self.tracks.values()):
-                self.gallery.remove(own)
-                puts[:] = [p for p in puts if p.identity_id != own]
-                removes.append(own)
-                logger.info(
-                    "stream %s: track %s: identity %s merged into %s",
-                    self.stream_id,
-                    track.track_id,
-                    own,
-                    match.identity_id,
-                )
-            self.gallery.touch(match.identity_id, now)
-            return True
-        if match is None and current is None:
-            identity_id = anonymous_identity_id(self.stream_id, track.track_id, seq)
-            existing = self.gallery.get(identity_id)  # a replay: the identity is back from the topic
-            entry = (
-                existing
-                if existing is not None
-                else IdentityEntry(
-                    identity_id=identity_id,
-                    name="",
-                    kind=IdentityKind.ANONYMOUS,
-                    embeddings=descriptors,
-                    origin_stream=self.stream_id,
-                    source=f"anonymous:{self.stream_id}/{track.track_id}",
-                    created_s=now,
-                    updated_s=now,
-                    last_seen_s=now,
-                )
+        if entry is None or chosen is None:
+            self._new_anonymous(track, seq, puts)
+            changed = True
+            logger.debug(
+                "stream %s: track %s: own anonymous identity (%s)",
+                self.stream_id,
+                track.track_id,
+                decision.reason,
             )
-            self._put(entry, puts)
+        elif current is None or chosen.identity_id != current.identity_id:
             track.identity.assign(
-                IdentityMatch(identity_id=identity_id, name="", kind=IdentityKind.ANONYMOUS, distance=0.0)
+                IdentityMatch(
+                    identity_id=entry.identity_id, name=entry.name, kind=entry.kind, distance=chosen.distance
+                )
             )
             changed = True
-        elif match is not None and (current is None or self._should_switch(current, match)):
-            track.identity.assign(match)
-            changed = True
-        chosen = track.identity.match
-        if chosen is not None:
-            self.gallery.touch(chosen.identity_id, now)
-            linked = self.gallery.get(chosen.identity_id)
-            if linked is not None and linked.kind is not IdentityKind.ENROLLED:
-                grown = add_exemplars(
-                    linked, descriptors[-1:], max_exemplars=self.config.max_exemplars, now_s=now
+            logger.info(
+                "stream %s: track %s: identity %s (%s, distance %.3f)",
+                self.stream_id,
+                track.track_id,
+                entry.identity_id,
+                decision.reason,
+                chosen.distance,
+            )
+            if own is not None:
+                self._merge_own(
+                    track, own=own, target=entry, descriptors=descriptors, now=now, puts=puts, removes=removes
                 )
-                if grown is not linked:  # the exemplars changed: share them (other replicas, restarts)
+        linked = track.identity.match
+        if linked is not None:
+            self.gallery.touch(linked.identity_id, now)
+            grown_from = self.gallery.get(linked.identity_id)
+            latest_ok = len(weights) > 0 and track.identity.weights()[-1] >= policy.min_quality
+            if grown_from is not None and grown_from.kind is not IdentityKind.ENROLLED and latest_ok:
+                grown = add_exemplars(
+                    grown_from,
+                    track.identity.descriptors()[-1:],
+                    max_exemplars=self.config.max_exemplars,
+                    now_s=now,
+                )
+                if grown is not grown_from:  # the exemplars changed: share them (other replicas, restarts)
                     self._put(grown, puts)
         return changed
 
-    @staticmethod
-    def _should_switch(current: IdentityMatch, match: IdentityMatch) -> bool:
-        if match.identity_id == current.identity_id:
-            return False
-        if current.kind is IdentityKind.ANONYMOUS and match.kind is not IdentityKind.ANONYMOUS:
-            return True  # a known person replaces an anonymous identity (enrolled meanwhile, or named)
-        return match.distance + SWITCH_MARGIN < current.distance
+    def _new_anonymous(self, track: _Track, seq: int, puts: list[IdentityEntry]) -> None:
+        """Give ``track`` an anonymous identity of its own, built from its evidence."""
+        now = self.clock()
+        identity_id = anonymous_identity_id(self.stream_id, track.track_id, seq)
+        descriptors, _ = track.identity.usable(self.policy.min_quality)
+        if descriptors.shape[0] == 0:
+            descriptors = track.identity.descriptors()
+        existing = self.gallery.get(identity_id)  # a replay: the identity is back from the topic
+        entry = (
+            existing
+            if existing is not None
+            else IdentityEntry(
+                identity_id=identity_id,
+                name="",
+                kind=IdentityKind.ANONYMOUS,
+                embeddings=descriptors,
+                origin_stream=self.stream_id,
+                source=f"anonymous:{self.stream_id}/{track.track_id}",
+                created_s=now,
+                updated_s=now,
+                last_seen_s=now,
+            )
+        )
+        self._put(entry, puts)
+        track.identity.assign(
+            IdentityMatch(identity_id=identity_id, name="", kind=IdentityKind.ANONYMOUS, distance=0.0)
+        )
+
+    def _merge_own(
+        self,
+        track: _Track,
+        *,
+        own: str,
+        target: IdentityEntry,
+        descriptors: F32,
+        now: float,
+        puts: list[IdentityEntry],
+        removes: list[str],
+    ) -> None:
+        if target.kind is not IdentityKind.ENROLLED and descriptors.shape[0]:
+            grown = add_exemplars(target, descriptors, max_exemplars=self.config.max_exemplars, now_s=now)
+            if grown is not target:
+                self._put(grown, puts)
+        holders = (*self.tracks.values(), *self.ended.values())
+        if any(t.identity.identity_id == own for t in holders if t is not track):
+            return
+        self.gallery.remove(own)
+        puts[:] = [p for p in puts if p.identity_id != own]
+        removes.append(own)
+        logger.info(
+            "stream %s: track %s: identity %s merged into %s",
+            self.stream_id,
+            track.track_id,
+            own,
+            target.identity_id,
+        )
+
+    def _distinct(self, present: list[str], seq: int, puts: list[IdentityEntry]) -> list[str]:
+        """Two faces of one frame are two people: where tracks of this frame share an identity,
+        the nearest keeps it and the others get anonymous identities of their own. Returns the
+        tracks whose identity changed."""
+        holders: dict[str, list[_Track]] = {}
+        for track_id in present:
+            track = self.tracks.get(track_id)
+            if track is not None and track.identity.identity_id is not None:
+                holders.setdefault(track.identity.identity_id, []).append(track)
+        changed = []
+        for identity_id, tracks in holders.items():
+            if len(tracks) < 2:
+                continue
+            tracks.sort(key=lambda tr: (tr.identity.distance or 0.0, tr.first_seq))
+            for loser in tracks[1:]:
+                logger.info(
+                    "stream %s seq %s: tracks %s and %s share identity %s in one frame; %s gets its own",
+                    self.stream_id,
+                    seq,
+                    tracks[0].track_id,
+                    loser.track_id,
+                    identity_id,
+                    loser.track_id,
+                )
+                self._new_anonymous(loser, seq, puts)
+                changed.append(loser.track_id)
+        return changed
 
     def _put(self, entry: IdentityEntry, puts: list[IdentityEntry]) -> None:
         evicted = self.gallery.put(entry)
@@ -534,6 +661,18 @@ class StreamAnalytics:
         while len(self.ended) > self.config.max_ended_tracks:
             self.ended.popitem(last=False)
         return [LifecycleOut("track_ended", track.summary(self.gallery))] if track.started else []
+
+    def _cut(self, seq: int) -> list[LifecycleOut]:
+        """A hard cut: every track ends (a track never continues into another shot on motion);
+        identities carry people across it."""
+        self.cuts += 1
+        lifecycle: list[LifecycleOut] = []
+        for track_id, reason in self.tracker.end_all("cut"):
+            lifecycle.extend(self._finish(track_id, reason))
+        for track_id in list(self.tracks):
+            lifecycle.extend(self._finish(track_id, "cut"))
+        logger.debug("stream %s seq %s: shot cut, %d tracks ended", self.stream_id, seq, len(lifecycle))
+        return lifecycle
 
     def _end(self, seq: int, t: float) -> FrameOut:
         lifecycle: list[LifecycleOut] = []
@@ -578,6 +717,7 @@ class StreamAnalytics:
             "last_t": self.last_t,
             "t_offset": self.t_offset,
             "counts": [self.frames, self.faces, self.duplicates, self.total_tracks],
+            "shot": [self.shot_start_seq, self.cuts],
             "last_capture_ns": self.last_capture_ns,
             "stream_ended": self.stream_ended,
             "tracker": self.tracker.snapshot(),
@@ -612,6 +752,7 @@ class StreamAnalytics:
                 int(v) for v in snapshot["counts"]
             )
             stream.last_capture_ns = int(snapshot["last_capture_ns"])
+            stream.shot_start_seq, stream.cuts = (int(v) for v in snapshot.get("shot", (0, 0)))
             stream.stream_ended = bool(snapshot["stream_ended"])
             stream.tracker = StreamTracker.restore(
                 config.tracker, snapshot["tracker"], stream_id=stream.stream_id
