@@ -605,3 +605,18 @@ def test_core_modules_import_nothing_impure(module: str) -> None:
         assert name.startswith("faceflow.core") or name in ("faceflow.models", "faceflow.models.contract"), (
             name
         )
+
+
+@pytest.mark.parametrize(("other", "same_track"), [(False, True), (True, False)])
+def test_another_person_at_the_same_place_is_never_the_same_track(other: bool, same_track: bool) -> None:
+    # a cut the shot detector missed: the boxes overlap fully, the descriptors say who it is
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=128).astype(np.float32) * 0.09  # dlib-like: two people ~1.4 apart
+    b = rng.normal(size=128).astype(np.float32) * 0.09
+    tracker = StreamTracker(TrackerConfig())
+    box = [100, 100, 200, 220]
+    first = tracker.update([Observation.create(0, box, 0.9, embedding=a)], t=0.0, seq=0)
+    second = tracker.update(
+        [Observation.create(0, box, 0.9, embedding=b if other else a + 0.001)], t=0.2, seq=1
+    )
+    assert (first.assignments[0] == second.assignments[0]) is same_track

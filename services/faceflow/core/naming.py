@@ -70,7 +70,7 @@ class NamingPolicy:
     switch_margin: float = 0.1
     release_margin: float = 0.1
     min_quality: float = 0.05
-    min_evidence: float = 0.25
+    min_evidence: float = 0.1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -124,11 +124,11 @@ def decide(
         if identity_id in forbidden or identity_id == own:
             dist[k] = np.inf
     pos = {identity_id: k for k, identity_id in enumerate(ids)}
-    held = current is not None and current.identity_id not in forbidden and current.identity_id in pos
     if current is not None and current.identity_id in forbidden:
         return Decision(None, "cannot-link")
     if evidence < policy.min_evidence:
-        return Decision(current if held else None, "insufficient")
+        return Decision(current, "insufficient")
+    held = current is not None and current.identity_id in pos
     known = candidates.known & np.isfinite(dist)
     best_known: int | None = None
     if known.any():

@@ -12,7 +12,8 @@ track id of every observation and the frame's lifecycle events (started, lost, r
 2. **Cost**: ``1 - IoU`` with the predicted box; when both the track and the observation have an
    embedding, ``(1 - w) * (1 - IoU) + w * min(distance, 1)`` (``w = embedding_weight``, dlib
    Euclidean distance). A pair is allowed only if ``IoU >= iou_gate`` or ``distance <=
-   reid_distance`` (re-acquisition by appearance alone). Allowed pairs cost less than 1.
+   reid_distance`` (re-acquisition by appearance alone), and never when that distance exceeds
+   ``appearance_veto`` (another person at the same place). Allowed pairs cost less than 1.
 3. **Assignment** (:func:`faceflow.core.association.match`): Hungarian minimising the summed
    ``cost - 1`` over matched allowed pairs. Stages: (a) ``score >= high_score`` observations vs
    active (tentative, confirmed) tracks; (b) the other observations vs the active tracks left;
@@ -179,6 +180,9 @@ class TrackerConfig:
         embedding_weight: share of the embedding distance in the cost when both sides have one.
         reid_distance: a pair whose embedding distance (dlib Euclidean: same person typically
             < 0.4, different > 0.6) is at most this may be matched even with no overlap.
+        appearance_veto: a pair whose embedding distance exceeds this is never matched, however
+            much the boxes overlap (another person at the same place: a cut the shot detector
+            missed, two people crossing); 2 disables it.
         min_hits: matched frames (birth included) before a track is CONFIRMED; 1 = at birth.
         lost_after_s: media time a CONFIRMED track may go unmatched before it is LOST (0: the
             first frame it misses).
@@ -198,6 +202,7 @@ class TrackerConfig:
     iou_gate: float = 0.2
     embedding_weight: float = 0.5
     reid_distance: float = 0.45
+    appearance_veto: float = 0.8
     min_hits: int = 1
     lost_after_s: float = 0.0
     max_lost_s: float = 2.0
@@ -238,6 +243,7 @@ _BOUNDS: Final[dict[str, tuple[float, float, bool, bool]]] = {
     "iou_gate": (0.0, 1.0, False, True),
     "embedding_weight": (0.0, 1.0, True, True),
     "reid_distance": (0.0, 1.0, False, False),
+    "appearance_veto": (0.0, 2.0, False, True),
     "lost_after_s": (0.0, math.inf, True, False),
     "max_lost_s": (0.0, math.inf, True, False),
     "track_embedding_momentum": (0.0, 1.0, True, False),
@@ -434,6 +440,7 @@ class StreamTracker:
                 w = cfg.embedding_weight
                 cost[block] = (1.0 - w) * cost[block] + w * np.minimum(dist, 1.0)
                 allowed[block] |= dist <= cfg.reid_distance
+                allowed[block] &= dist <= cfg.appearance_veto
 
         # 3. Four association stages: by score, active tracks before lost ones.
         match_track = np.full(n_obs, -1, np.int64)
