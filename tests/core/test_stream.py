@@ -175,7 +175,7 @@ def test_a_return_first_seen_in_a_poor_shot_is_merged_into_the_person_once_bette
     first = run(stream, walking("ann", range(0, 10)))
     ann = first[-1].observations[0].track.identity.identity_id
     # back 5 s later; the first analyzed shot of the return matches nobody: a new anonymous identity
-    back = [(25, [poor_shot("ann", 10.0, 25, away=0.9)])]
+    back = [(25, [poor_shot("ann", 10.0, 25, away=0.8)])]
     back += [(s, [face("ann", 10.0 + 4 * (s - 25), s, analyzed=s % 2 == 1)]) for s in range(26, 34)]
     outs = run(stream, back)
     orphan = outs[0].observations[0].track.identity.identity_id
@@ -198,7 +198,7 @@ def test_an_own_identity_another_track_uses_is_not_merged_away() -> None:
     # two faces appear together, far apart; the first is a poor shot of ann, the second bob
     frames = []
     for s in range(25, 34):
-        a = poor_shot("ann", 10.0, s, away=0.9) if s == 25 else face("ann", 10.0, s, analyzed=s % 2 == 1)
+        a = poor_shot("ann", 10.0, s, away=0.8) if s == 25 else face("ann", 10.0, s, analyzed=s % 2 == 1)
         b = face("bob", 400.0, s, analyzed=s == 25, index=1)
         frames.append((s, [a, b]))
     outs = run(stream, frames)

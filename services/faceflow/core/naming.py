@@ -4,8 +4,8 @@ Naming is *open-set* identification: most faces a camera sees belong to nobody i
 and the costly error is a false name (a stranger named as an enrolled person), the common one a
 missed name. So a track is not named from one frame but from everything it has seen:
 
-* :class:`TrackIdentity` keeps a track's best descriptors with their quality (the detector's
-  size x score x frontalness: what the embedder's input was worth), at most ``capacity``; when
+* :class:`TrackIdentity` keeps a track's best descriptors with their quality
+  (:func:`evidence_quality`: what the embedder's input was worth), at most ``capacity``; when
   full, the least useful one is dropped (lowest quality, then oldest).
 * :meth:`faceflow.core.identity.Gallery.evidence` turns them into one distance per identity: the
   quality-weighted median over the track's descriptors of the nearest exemplar.
@@ -53,9 +53,30 @@ from faceflow.core.identity import (
     _frozen,
     _number_rows,
 )
+from faceflow.core.quality import detection_quality
 from faceflow.models.contract import IDENTITY_DIM
 
-__all__ = ["Decision", "NamingPolicy", "TrackIdentity", "decide"]
+__all__ = ["Decision", "NamingPolicy", "TrackIdentity", "decide", "evidence_quality"]
+
+#: Face sides (pixels) at which a descriptor is worth nothing / fully worth it as identity evidence.
+#: dlib aligns a 150 px chip from the face: a 64 px face gives a sound descriptor (same person
+#: 0.15-0.45 apart on eval/), a 16 px one a number near everybody. Fusion's quality curve (24 to
+#: 112 px) is for the face model's 224 px crop and would throw away most faces a camera sees.
+EVIDENCE_MIN_SIDE_PX: Final[float] = 16.0
+EVIDENCE_GOOD_SIDE_PX: Final[float] = 64.0
+
+
+def evidence_quality(box: npt.ArrayLike, score: float, keypoints5: npt.ArrayLike | None) -> float:
+    """How much one face's descriptor is worth as identity evidence, in [0, 1]: the detector's
+    score x size (16 to 64 px) x frontalness. The face model's pose and occlusion are left out:
+    dlib aligns its own chip, and the face model may run with random weights."""
+    return detection_quality(
+        box,
+        min(1.0, max(0.0, float(score))),
+        keypoints5,
+        min_side_px=EVIDENCE_MIN_SIDE_PX,
+        good_side_px=EVIDENCE_GOOD_SIDE_PX,
+    )
 
 Float32Array = npt.NDArray[np.float32]
 

@@ -44,7 +44,7 @@ from faceflow.core.identity import (
     add_exemplars,
     anonymous_identity_id,
 )
-from faceflow.core.naming import NamingPolicy, TrackIdentity, decide
+from faceflow.core.naming import NamingPolicy, TrackIdentity, decide, evidence_quality
 from faceflow.core.quality import detection_quality, observation_quality
 from faceflow.core.tracking import Observation, StreamTracker, TrackerConfig
 
@@ -381,7 +381,7 @@ class StreamAnalytics:
             while len(track.cooccur) > MAX_COOCCURRING:
                 del track.cooccur[next(iter(track.cooccur))]
             if face.analyzed and face.embedding is not None:
-                dq = detection_quality(face.box, min(1.0, max(0.0, float(face.score))), face.keypoints5)
+                dq = evidence_quality(face.box, face.score, face.keypoints5)
                 track.identity.add(face.embedding, dq)
                 evidence.append((dq, track_id))
         # the best evidence of the frame decides first: a weaker face cannot take its identity

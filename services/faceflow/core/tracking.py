@@ -202,7 +202,7 @@ class TrackerConfig:
     iou_gate: float = 0.2
     embedding_weight: float = 0.5
     reid_distance: float = 0.45
-    appearance_veto: float = 0.8
+    appearance_veto: float = 0.9
     min_hits: int = 1
     lost_after_s: float = 0.0
     max_lost_s: float = 2.0
