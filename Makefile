@@ -12,7 +12,7 @@ BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-gpu
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -104,7 +104,7 @@ bench-pipeline: venv runtime-deps models
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0 requests
 	$(PY) bench/pipeline.py --quick
 
-bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule
+bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities
 
 bench-analyzer: venv runtime-deps models
 	@echo "==> analyzer benchmark: frames/s topic to topic vs direct face_pipeline calls (bench/results/analyzer.json)"
@@ -115,6 +115,11 @@ bench-tracker: venv
 
 bench-schedule: venv runtime-deps models
 	$(PY) bench/schedule.py --quick
+
+# Named recall, false names, identities per person... on eval/manifest.json (the demo clip until it
+# exists), the naming threshold swept offline over the run's analyses (bench/results/identities.json).
+bench-identities: venv runtime-deps models
+	$(PY) bench/identities.py --quick
 
 # Only on a machine with a CUDA GPU (it needs nothing but PyTorch there): FaceXFormer fp32 vs fp16.
 bench-gpu: venv

@@ -11,7 +11,7 @@ import motmetrics as mm
 import numpy as np
 import pytest
 
-from faceflow.core.evaluation import EvalFrame, evaluate, identity_accuracy
+from faceflow.core.evaluation import EvalFrame, evaluate, identity_accuracy, pool_mot_scores
 from faceflow.core.geometry import iou_matrix
 
 # --- builders --------------------------------------------------------------------------------------
@@ -293,3 +293,36 @@ def test_identity_accuracy_table(
 def test_identity_accuracy_empty() -> None:
     scores = identity_accuracy([])
     assert math.isnan(scores.accuracy) and scores.as_dict()["accuracy"] is None
+
+
+# --- pooling -------------------------------------------------------------------------------------------
+
+
+def test_pool_mot_scores_sums_counts_and_recomputes_ratios() -> None:
+    one = evaluate([frame(k, {"a": box(k)}, {"1": box(k)}) for k in range(4)])  # perfect, 4 boxes
+    two = evaluate([frame(k, {"b": box(k)}, {}) for k in range(12)])  # all missed, 12 boxes
+    pooled = pool_mot_scores([one, two])
+    assert (one.idf1, two.idf1) == (1.0, 0.0)
+    assert pooled.idf1 == pytest.approx(2 * 4 / (16 + 4))  # not (1.0 + 0.0) / 2
+    assert (pooled.num_gt, pooled.num_hyp, pooled.idtp, pooled.misses) == (16, 4, 4, 12)
+    assert pooled.mota == pytest.approx(1 - 12 / 16)
+    assert pooled.motp == pytest.approx(one.motp)
+    alone = pool_mot_scores([one])
+    assert alone.as_dict() | {"motp": None} == one.as_dict() | {"motp": None}
+
+
+@pytest.mark.parametrize(
+    ("scores", "error", "message"),
+    [
+        ([], ValueError, "scores: expected the scores of at least one sequence, got none"),
+        (["x"], TypeError, "scores[0]: expected MotScores, got str"),
+        (
+            [evaluate([]), evaluate([], iou_threshold=0.3)],
+            ValueError,
+            "scores[1].iou_threshold: expected 0.5 (as scores[0]), got 0.3",
+        ),
+    ],
+)
+def test_pool_mot_scores_rejects(scores: list[Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        pool_mot_scores(scores)

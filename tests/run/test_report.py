@@ -179,6 +179,66 @@ def test_empty_run_still_renders() -> None:
     assert page.tables["tracks"] == [["no face was tracked in this run"]]
 
 
+def _metrics(recall: float | None, named: int, faces: int, shared: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "enrolled": ["alice", EVIL],
+        "min_face_px": 40.0,
+        "named_recall": recall,
+        "named_correct": named,
+        "recall_faces": faces,
+        "false_name_rate": 0.05,
+        "false_names": 1,
+        "matched_faces": 20,
+        "identities_per_person": 1.5,
+        "persons_per_identity": 1.0,
+        "same_frame_shared_identity": shared,
+        "same_frame_shared_examples": [{"key": 5, "t": 0.5, "identity_id": "id-alice", "observations": 2}]
+        if shared
+        else [],
+        "idf1": 0.8,
+        "tracking_idf1": 0.9,
+        "time_to_name": {"median": 0.3, "max": 0.5, "tracks": 2, "never_named": 1},
+        **extra,
+    }
+
+
+def test_identity_metrics_table_per_stream_and_pooled() -> None:
+    events = evil_scene()
+    scores = {
+        "idf1": 0.8,
+        "named_recall": 0.25,
+        "per_stream": {
+            "cam1": {"identity_metrics": _metrics(0.7, 7, 10, 1)},
+            "cam2": {"identity_metrics": _metrics(None, 0, 0, 0)},
+        },
+        "pooled": {"identity_metrics": _metrics(0.7, 7, 10, 1)},
+    }
+    summary = {**scene_summary(events), "scores": scores}
+    page = parse(render_report(events=events, summary=summary))
+    rows = page.tables["identity-metrics"]
+    assert [r[0] for r in rows] == ["cam1", "cam2", "pooled"]
+    assert rows[0][1:] == [
+        "0.700 7/10",
+        "0.050 1/20",
+        "1.50",
+        "1.00",
+        "1",
+        "0.80",
+        "0.90",
+        "0.30 s / 0.50 s 1 of 2 never",
+    ]
+    assert rows[1][1] == "\u2013 0/0"  # no enrolled face in the stream: no recall
+    text = "".join(page.text)
+    assert EVIL in text  # enrolled names are shown, escaped
+    assert "id-alice on 2 faces" in text
+    assert "named_recall" in text  # the headline numbers are cards too
+
+
+def test_no_identity_metrics_table_without_ground_truth() -> None:
+    page = render()
+    assert "identity-metrics" not in page.tables
+
+
 def test_collect_rows_refuses_non_objects() -> None:
     with pytest.raises(ReportError, match=r"events\[0\]: expected a faces.jsonl object, got str"):
         collect_rows(["x"])  # type: ignore[list-item]

@@ -10,4 +10,6 @@ contract keeps it so), which makes them fast to test and safe to run in any serv
 - :mod:`faceflow.core.association`: embedding distances and the gated optimal matching.
 - :mod:`faceflow.core.tracking`: the per-stream multi-face tracker (``StreamTracker``).
 - :mod:`faceflow.core.evaluation`: MOT metrics (IDF1, MOTA, ID switches) against ground truth.
+- :mod:`faceflow.core.identity_metrics`: what a user judges naming by (named recall, false names,
+  identities per person, persons per identity, same-frame shared identities, time to name).
 """

@@ -18,6 +18,7 @@ regions to ignore). Two evaluations share one frame matching:
   the threshold); IDTP counts those frames, IDF1 = 2 IDTP / (GT + hypothesis detections).
   The numbers agree with py-motmetrics (``MOTAccumulator``, distance ``1 - IoU``, ``max_d = 1 -
   iou_threshold``); the tests check it.
+* :func:`pool_mot_scores`: the scores of several sequences (streams) as one, from summed counts.
 * :func:`identity_accuracy` -> :class:`IdentityScores`: hypothesis labels are identity ids and
   ground-truth labels person names; each identity id stands for the person it matched most often.
 
@@ -42,7 +43,7 @@ from faceflow.core.geometry import FloatArray, _iou_matrix, as_box
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalFrame", "IdentityScores", "MotScores", "evaluate", "identity_accuracy"]
+__all__ = ["EvalFrame", "IdentityScores", "MotScores", "evaluate", "identity_accuracy", "pool_mot_scores"]
 
 Labelled = tuple[str, npt.ArrayLike]
 
@@ -342,6 +343,48 @@ def evaluate(frames: Iterable[EvalFrame], *, iou_threshold: float = 0.5) -> MotS
     )
     logger.debug("evaluate: %s frames: idf1=%s mota=%s", len(seq), scores.idf1, scores.mota)
     return scores
+
+
+def pool_mot_scores(scores: Sequence[MotScores]) -> MotScores:
+    """Several sequences' scores as one: counts summed, ratios recomputed from the sums (never averaged).
+
+    IDTP is summed per sequence (each has its own id correspondence); MOTP is the match-weighted
+    mean IoU.
+
+    Raises:
+        ValueError: no scores, or scores measured at different IoU thresholds.
+    """
+    items = list(scores)
+    if not items:
+        raise ValueError("scores: expected the scores of at least one sequence, got none")
+    for i, s in enumerate(items):
+        if not isinstance(s, MotScores):
+            raise TypeError(f"scores[{i}]: expected MotScores, got {type(s).__name__}")
+        if s.iou_threshold != items[0].iou_threshold:
+            raise ValueError(
+                f"scores[{i}].iou_threshold: expected {items[0].iou_threshold} (as scores[0]), "
+                f"got {s.iou_threshold}"
+            )
+    total = {
+        name: sum(getattr(s, name) for s in items)
+        for name in (
+            "idtp", "id_switches", "fragmentations", "num_frames", "num_gt", "num_hyp", "num_ignored",
+            "num_matches", "false_positives", "misses",
+        )
+    }  # fmt: skip
+    iou_sum = sum(s.motp * s.num_matches for s in items if s.num_matches)
+    idtp, num_gt, num_hyp = total["idtp"], total["num_gt"], total["num_hyp"]
+    return MotScores(
+        idf1=_ratio(2 * idtp, num_gt + num_hyp),
+        idp=_ratio(idtp, num_hyp),
+        idr=_ratio(idtp, num_gt),
+        idfp=num_hyp - idtp,
+        idfn=num_gt - idtp,
+        mota=1.0 - _ratio(total["misses"] + total["false_positives"] + total["id_switches"], num_gt),
+        motp=_ratio(iou_sum, total["num_matches"]),
+        iou_threshold=items[0].iou_threshold,
+        **total,
+    )
 
 
 def identity_accuracy(frames: Iterable[EvalFrame], *, iou_threshold: float = 0.5) -> IdentityScores:

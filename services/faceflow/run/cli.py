@@ -59,7 +59,13 @@ def register(sub: Any) -> None:
     )
     run.add_argument("--duration", type=float, help="stop after this many seconds (live sources)")
     run.add_argument(
-        "--ground-truth", type=Path, help="score against this ground truth (the demo clip's format)"
+        "--ground-truth",
+        action="append",
+        default=[],
+        metavar="[ID=]FILE",
+        help="score stream ID against this ground truth (the demo clip's format); repeat it for several "
+        "streams; a bare FILE when there is one stream. A video's <name>.ground_truth.json beside it is used "
+        "when none is given",
     )
     _common(run)
     run.set_defaults(handler=_run)
@@ -121,12 +127,12 @@ def _quiet_logs() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from faceflow.run.orchestrate import Run, RunError, parse_sources  # noqa: PLC0415
+    from faceflow.run.orchestrate import Run, RunError, assign_ground_truths, parse_sources  # noqa: PLC0415
 
     if args.fps < 0:
         raise RunError(f"--fps: expected a number >= 0, got {args.fps}")
     _quiet_logs()
-    sources = parse_sources(args.sources, fps=args.fps, ground_truth=args.ground_truth)
+    sources = assign_ground_truths(parse_sources(args.sources, fps=args.fps), args.ground_truth)
     Run(_options(args, sources, _parse_enroll(args.enroll), duration_s=args.duration)).execute()
     return 0
 

@@ -41,6 +41,8 @@ class Collected:
     frames_on_disk: dict[str, dict[int, tuple[float, Path]]] = field(
         default_factory=lambda: defaultdict(dict)
     )
+    #: stream -> seq -> media time of every frame analysed (with or without faces): for scoring.
+    analyzed_frames: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     random_init: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -172,6 +174,7 @@ class Collector:
                 return
             stream.frames += 1
             stream.faces += len(analysis.faces)
+            self.data.analyzed_frames[analysis.stream_id][analysis.seq] = analysis.pts.ToNanoseconds() / 1e9
             if any(m.random_init for m in analysis.models):
                 self.data.random_init = True
             capture = analysis.capture_time.ToNanoseconds()

@@ -19,6 +19,7 @@ Ctrl-C stops cleanly and still writes what it has. Every failure is one clear li
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -28,9 +29,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from faceflow import topics
 from faceflow.errors import ConfigError, FaceflowError
 from faceflow.kafka import admin
 from faceflow.run.collect import Collector
-from faceflow.run.democlip import GroundTruth
+from faceflow.run.democlip import GroundTruth, GroundTruthError
 from faceflow.run.events_json import JsonlWriter
 from faceflow.run.outputs import write_outputs
 from faceflow.runtime.settings import DevSettings
@@ -62,6 +63,12 @@ class RunSource:
     live: bool
     expected_frames: int | None
     ground_truth: Path | None = None
+    #: This stream's sampling rate when it differs from the run's (``RunOptions.fps``); None: the run's.
+    fps: float | None = None
+
+    def sampling_fps(self, run_fps: float) -> float:
+        """Frames per second this stream is sampled at (0: every frame)."""
+        return run_fps if self.fps is None else self.fps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +106,34 @@ def _duration(path: Path) -> float | None:
     return None
 
 
+def _expected_frames(path: Path, fps: float) -> int | None:
+    seconds = _duration(path) if path.is_file() else None
+    return None if seconds is None else max(1, int(seconds * fps + 0.5) if fps > 0 else int(seconds * 25))
+
+
+def with_stream_fps(sources: Sequence[RunSource], fps: Mapping[str, float]) -> tuple[RunSource, ...]:
+    """``sources`` with their own sampling rates (stream id -> frames per second, >= 0).
+
+    Raises:
+        RunError: an unknown stream id or a rate < 0.
+    """
+    known = {source.stream_id for source in sources}
+    for stream_id, value in fps.items():
+        if stream_id not in known:
+            raise RunError(f"fps for stream {stream_id!r}: no such stream; expected one of {sorted(known)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise RunError(f"fps for stream {stream_id!r}: expected a number >= 0, got {value!r}")
+    out = []
+    for source in sources:
+        rate = fps.get(source.stream_id)
+        if rate is None:
+            out.append(source)
+            continue
+        frames = None if source.live else _expected_frames(Path(source.uri), float(rate))
+        out.append(replace(source, fps=float(rate), expected_frames=frames))
+    return tuple(out)
+
+
 def parse_sources(
     values: Sequence[str], *, fps: float, ground_truth: Path | None = None
 ) -> tuple[RunSource, ...]:
@@ -131,10 +166,7 @@ def parse_sources(
         if not path.exists():
             raise RunError(f"{uri}: no such file or folder")
         stream_id = stream_id or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:64] or "video"
-        seconds = _duration(path) if path.is_file() else None
-        frames = (
-            None if seconds is None else max(1, int(seconds * fps + 0.5) if fps > 0 else int(seconds * 25))
-        )
+        frames = _expected_frames(path, fps)
         truth = ground_truth
         if truth is None:
             candidate = path.with_name(f"{path.stem}.ground_truth.json")
@@ -154,6 +186,47 @@ def parse_sources(
     if not out:
         raise RunError("expected at least one source (a video file, a folder of images or a URL)")
     return tuple(out)
+
+
+def assign_ground_truths(sources: Sequence[RunSource], values: Sequence[str]) -> tuple[RunSource, ...]:
+    """``--ground-truth [ID=]FILE`` values applied to ``sources``: stream ID is scored against FILE.
+
+    A bare FILE (no ``=``, or an existing file whose name holds one) is the ground truth of the only
+    stream. Every file is read and validated now, before anything starts. Sources not named keep
+    the ground truth they had (a video's ``<name>.ground_truth.json`` beside it).
+
+    Raises:
+        RunError: an unknown stream id, a stream named twice, a bare FILE with several streams, or
+            a file that is missing, unreadable or not a ground truth.
+    """
+    ids = [source.stream_id for source in sources]
+    shown = ", ".join(ids)
+    chosen: dict[str, Path] = {}
+    for value in values:
+        stream_id, sep, path = value.partition("=")
+        if not sep or Path(value).expanduser().is_file():
+            if len(ids) != 1:
+                raise RunError(
+                    f"--ground-truth {value}: expected ID=FILE with {len(ids)} streams (the streams: {shown})"
+                )
+            stream_id, path = ids[0], value
+        if stream_id not in ids:
+            raise RunError(
+                f"--ground-truth {value}: no stream {stream_id!r} in this run; expected ID=FILE with ID one "
+                f"of: {shown}"
+            )
+        if stream_id in chosen:
+            raise RunError(
+                f"--ground-truth {value}: stream {stream_id!r} is given a ground truth twice "
+                f"(first {chosen[stream_id]})"
+            )
+        file = Path(path).expanduser()
+        try:
+            GroundTruth.load(file)
+        except (GroundTruthError, ValueError, TypeError) as exc:
+            raise RunError(f"--ground-truth {value}: {exc}") from None
+        chosen[stream_id] = file.absolute()
+    return tuple(replace(s, ground_truth=chosen.get(s.stream_id, s.ground_truth)) for s in sources)
 
 
 class ServiceProcess:
@@ -331,6 +404,7 @@ class Run:
             t["state"],
             "--dlq-topic",
             t["dlq"],
+            *(("--publish-embeddings",) if self.options.include_embeddings else ()),
         )
         analyzer = self._spawn(
             "analyzer",
@@ -387,8 +461,17 @@ class Run:
         o = self.options
         args = ["--kafka-bootstrap", bootstrap, "--topic", self.topics["frames"], "--grpc-port", "0"]
         args += ["--metrics-port", "0", "--fps", f"{o.fps:g}", "--seq-start", "zero"]
+        own_rate = []
         for source in o.sources:
-            args += ["--source", f"{source.stream_id}={source.uri}"]
+            if source.fps is None:
+                args += ["--source", f"{source.stream_id}={source.uri}"]
+            else:
+                own_rate.append({"stream_id": source.stream_id, "uri": source.uri, "fps": source.fps})
+        if own_rate:  # a stream sampled at its own rate: a sources file (JSON is YAML) says so
+            listing = o.out_dir / "logs" / "ingest-sources.yaml"
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            listing.write_text(json.dumps({"sources": own_rate}, indent=1) + "\n")
+            args += ["--sources-file", str(listing)]
         if all(not s.live for s in o.sources):
             args.append("--until-done")
         self._spawn("ingest", *args).wait_for(r"faceflow ingest: ", 60)

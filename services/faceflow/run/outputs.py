@@ -13,7 +13,7 @@ from PIL import Image
 
 from faceflow.run.collect import Collected
 from faceflow.run.report import write_report
-from faceflow.run.scoring import headline, score_stream
+from faceflow.run.scoring import score_streams
 from faceflow.run.summary import format_summary, write_summary
 from faceflow.run.video import RANDOM_INIT_NOTE, AnnotatedVideoWriter
 
@@ -75,7 +75,7 @@ def _videos(run: Run, data: Collected, events: list[dict[str, Any]], random_init
         path = o.out_dir / f"annotated-{source.stream_id}.mp4"
         writer = AnnotatedVideoWriter(
             path,
-            fps=o.fps if o.fps > 0 else 25.0,
+            fps=source.sampling_fps(o.fps) or 25.0,
             blur=o.blur,
             parsing_overlay=o.parsing_overlay,
             random_init_note=RANDOM_INIT_NOTE if random_init else None,
@@ -106,23 +106,26 @@ def write_outputs(run: Run, data: Collected, *, wall_seconds: float, interrupted
         streams = {s.stream_id: data.streams[s.stream_id] for s in o.sources}
         latencies = {k: list(v) for k, v in data.latencies.items()}
         random_init = data.random_init
+        analyzed_frames = {sid: dict(frames) for sid, frames in data.analyzed_frames.items()}
     outputs: dict[str, str] = {"faces.jsonl": str(o.out_dir / "faces.jsonl")}
     if o.video:
         outputs.update(_videos(run, data, events, random_init))
-    scores: dict[str, Any] | None = None
-    truths = ground_truths(o.sources)
-    if truths:
-        per_stream = {
-            sid: score_stream([e for e in events if e.get("stream_id") == sid], truth)
-            for sid, truth in truths.items()
-        }
-        first = next(iter(per_stream.values()))
-        scores = {**headline(first), "per_stream": per_stream}
+    # pooled over every stream with a ground truth; the names enrolled for this run are the
+    # enrolled persons of the identity metrics (repeated --enroll NAME=IMAGE adds photos to NAME)
+    scores = (
+        score_streams(
+            events,
+            ground_truths(o.sources),
+            enrolled={name for name, _ in o.enroll},
+            analyzed_frames=analyzed_frames,
+        )
+        or None
+    )
     summary_streams = {
         s.stream_id: {
             "frames": streams[s.stream_id].frames,
             "source": s.uri,
-            "fps": o.fps,
+            "fps": s.sampling_fps(o.fps),
             "live": s.live,
             "ended": streams[s.stream_id].ended,
         }

@@ -2,7 +2,8 @@
 
 :func:`write_report` renders the run from its faces.jsonl objects (:mod:`faceflow.run.events_json`)
 and its summary (:mod:`faceflow.run.summary`): a header with the run's numbers, a loud banner when
-any model ran with random weights, a table of identities, a table of tracks (with best-shot
+any model ran with random weights, the identity metrics against the ground truth (a row per stream
+and the pool, when the run was scored), a table of identities, a table of tracks (with best-shot
 thumbnails when given) and a timeline per stream as inline SVG.
 
 Self-contained: inline CSS, no script, no font, no request of any kind; a Content-Security-Policy
@@ -526,6 +527,82 @@ def _header(
     return f'<div class="cards">{"".join(cards)}</div><h3>Sources</h3>{sources}{latency}{models_table}'
 
 
+def _fraction(value: Any, num: Any, den: Any) -> str:
+    shown = _EN_DASH if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.3f}"
+    return f'{shown} <span class="muted">{_e(num)}/{_e(den)}</span>'
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _DASH
+    return f"{value:.2f}" if isinstance(value, float) else _e(value)
+
+
+def _identity_metrics_row(label: str, m: Mapping[str, Any], *, pooled: bool = False) -> str:
+    ttn = m.get("time_to_name") or {}
+    median, worst = ttn.get("median"), ttn.get("max")
+    time_to_name = (
+        f"{_seconds(median) if median is not None else _EN_DASH} / "
+        f"{_seconds(worst) if worst is not None else _EN_DASH}"
+        f' <span class="muted">{_e(ttn.get("never_named", 0))} of {_e(ttn.get("tracks", 0))} never</span>'
+    )
+    cells = [
+        _fraction(m.get("named_recall"), m.get("named_correct"), m.get("recall_faces")),
+        _fraction(m.get("false_name_rate"), m.get("false_names"), m.get("matched_faces")),
+        _number(m.get("identities_per_person")),
+        _number(m.get("persons_per_identity")),
+        _number(m.get("same_frame_shared_identity")),
+        _number(m.get("idf1")),
+        _number(m.get("tracking_idf1")),
+        time_to_name,
+    ]
+    name = f"<strong>{_e(label)}</strong>" if pooled else _e(label)
+    return (
+        f'<tr data-stream="{_e(label)}"><td>{name}</td>'
+        + "".join(f'<td class="num">{c}</td>' for c in cells)
+        + "</tr>"
+    )
+
+
+def _identity_metrics_section(summary: Mapping[str, Any]) -> str:
+    """Per stream and pooled: the identity metrics against the ground truth (none without one)."""
+    scores = summary.get("scores") or {}
+    per_stream = {
+        sid: s["identity_metrics"]
+        for sid, s in (scores.get("per_stream") or {}).items()
+        if isinstance(s, Mapping) and isinstance(s.get("identity_metrics"), Mapping)
+    }
+    if not per_stream:
+        return ""
+    rows = [_identity_metrics_row(sid, m) for sid, m in sorted(per_stream.items())]
+    pooled = (scores.get("pooled") or {}).get("identity_metrics")
+    if isinstance(pooled, Mapping) and len(per_stream) > 1:
+        rows.append(_identity_metrics_row("pooled", pooled, pooled=True))
+    first = next(iter(per_stream.values()))
+    enrolled = ", ".join(_e(n) for n in first.get("enrolled") or ()) or "nobody"
+    head = (
+        "<tr><th>Stream</th><th>Named recall</th><th>False-name rate</th><th>Identities / person</th>"
+        "<th>Persons / identity</th><th>Same-frame shared (frames)</th><th>Identity IDF1</th>"
+        "<th>Tracking IDF1</th><th>Time to name, median / max</th></tr>"
+    )
+    shared = [
+        f"{_e(e.get('stream') or '')}{' ' if e.get('stream') else ''}seq {_e(e.get('key'))} "
+        f"@ {_seconds(e.get('t'))}: {_e(e.get('identity_id'))} on {_e(e.get('observations'))} faces"
+        for m in ([pooled] if isinstance(pooled, Mapping) else per_stream.values())
+        for e in (m.get("same_frame_shared_examples") or ())
+    ]
+    examples = (
+        f'<p class="sub">One identity on several faces of a frame: {"; ".join(shared)}.</p>' if shared else ""
+    )
+    return (
+        '<h2 id="identity-metrics-title">Identity metrics against the ground truth</h2>'
+        f'<p class="sub">Enrolled: {enrolled}. Recall counts the enrolled persons\' visible faces at least '
+        f"{_e(first.get('min_face_px'))} px high; a false name is a matched face carrying another person's "
+        "name, over all matched faces. The pooled row sums the counts of every stream.</p>"
+        f'<table id="identity-metrics"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>{examples}'
+    )
+
+
 def render_report(
     *,
     events: Sequence[Mapping[str, Any]],
@@ -568,6 +645,7 @@ def render_report(
         f'<p class="sub">{len(events)} face events · {len(tracks)} tracks · {len(identities)} identities</p>'
         f"{_banner(random_models)}"
         f"{_header(summary, events, models)}"
+        f"{_identity_metrics_section(summary)}"
         f'<h2 id="identities-title">Identities</h2>{_identity_table(identities)}'
         f'<h2 id="tracks-title">Tracks</h2>{_track_table(tracks, thumbs)}'
         f'<h2 id="timelines-title">Timeline per stream</h2>'

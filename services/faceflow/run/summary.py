@@ -17,6 +17,12 @@ Definitions (the numbers a reader compares between runs):
   nothing that was already running (the orchestration chooses where the clock starts).
 * ``latency_seconds``: per hop, ``count``, ``mean``, ``p50``, ``p90``, ``p99`` (linear interpolation
   between order statistics, numpy's default) and ``max``; null numbers for a hop without samples.
+* ``scores`` (with a ground truth, :mod:`faceflow.run.scoring`): the headline numbers of the pool of
+  every scored stream, ``per_stream`` (tracking, identities, ``identity_metrics``) and ``pooled``
+  (the same from summed counts). ``identity_metrics`` (defined in
+  :mod:`faceflow.core.identity_metrics`): named recall, false-name rate, identities per person,
+  persons per identity, same-frame shared identities, identity IDF1 and time to name; the closing
+  text prints the pooled ones on the ``names`` line.
 """
 
 from __future__ import annotations
@@ -260,6 +266,28 @@ def _score_value(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _rate(value: Any, num: Any, den: Any) -> str:
+    shown = "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.3f}"
+    return f"{shown} ({_safe(num)}/{_safe(den)})"
+
+
+def _names_line(m: Mapping[str, Any]) -> str:
+    """The pooled identity metrics in one line."""
+    ttn = m.get("time_to_name") or {}
+    median = ttn.get("median")
+    recall = _rate(m.get("named_recall"), m.get("named_correct"), m.get("recall_faces"))
+    return (
+        f"  names        recall {recall}, "
+        f"false names {_rate(m.get('false_name_rate'), m.get('false_names'), m.get('matched_faces'))}, "
+        f"identities/person {_score_value(m.get('identities_per_person') or '-')}, "
+        f"persons/identity {_score_value(m.get('persons_per_identity') or '-')}, "
+        f"same-frame shared {_score_value(m.get('same_frame_shared_identity'))} frame(s), "
+        f"identity IDF1 {_score_value(m.get('idf1') if m.get('idf1') is not None else '-')}, "
+        f"time to name {'-' if median is None else f'{float(median):.2f} s'} "
+        f"({_safe(ttn.get('never_named', 0))} of {_safe(ttn.get('tracks', 0))} never)"
+    )
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The closing text of a run: tracks, identities, IDF1, throughput, latencies, where the files are."""
     counts = summary["counts"]
@@ -286,14 +314,22 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     )
     scores = summary.get("scores")
     if scores:
+        metrics = (
+            (scores.get("pooled") or {}).get("identity_metrics") if isinstance(scores, Mapping) else None
+        )
+        from faceflow.run.scoring import IDENTITY_HEADLINE  # noqa: PLC0415 - scipy only when printing
+
+        hidden = set(IDENTITY_HEADLINE) if metrics else set()
         idf1 = next((v for k, v in scores.items() if str(k).lower() == "idf1"), None)
         others = ", ".join(
             f"{_safe(k)} {_score_value(v)}"
             for k, v in scores.items()
-            if str(k).lower() != "idf1" and not isinstance(v, (Mapping, list))
+            if str(k).lower() != "idf1" and k not in hidden and not isinstance(v, (Mapping, list))
         )
         head = f"  IDF1         {_score_value(idf1)}" if idf1 is not None else "  scores      "
         lines.append(head + (f"  ({others})" if others else ""))
+        if metrics:
+            lines.append(_names_line(metrics))
     hops = summary.get("latency_seconds") or {}
     if hops:
         width = max(len(_safe(h)) for h in hops)
