@@ -13,7 +13,7 @@ from faceflow.core.identity import Candidates, IdentityKind, IdentityMatch
 from faceflow.core.naming import NamingPolicy, TrackIdentity, decide
 from faceflow.models.contract import IDENTITY_DIM
 
-POLICY = NamingPolicy(name_threshold=0.55, name_margin=0.05, anon_threshold=0.5, min_evidence=0.25)  # fmt: skip
+POLICY = NamingPolicy(name_threshold=0.55, name_margin=0.05, anon_threshold=0.5, min_evidence=0.25)
 
 
 def cands(**rows: tuple[float, str]) -> Candidates:
