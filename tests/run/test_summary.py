@@ -49,6 +49,7 @@ def test_counts_of_the_scene() -> None:
         "identities": 2,
         "identities_named": 1,
         "identities_anonymous": 1,
+        "identities_transient": 0,
         "events": {
             "identity_resolved": 3,
             "observation": 25,
@@ -202,3 +203,15 @@ def test_write_summary_is_json(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Out of range float"):
         write_summary(tmp_path / "bad.json", {"x": float("nan")})
     assert not list(tmp_path.glob(".bad.json.*"))
+
+
+def test_an_identity_a_track_held_only_before_a_merge_is_transient_not_a_person() -> None:
+    def obs(seq: int, identity: str) -> dict[str, Any]:
+        box = {"x1": 0.0, "y1": 0.0, "x2": 10.0, "y2": 10.0}
+        return {"type": "observation", "stream_id": "cam1", "seq": seq, "track_id": "t1", "box": box,
+                "identity": {"id": identity, "name": None, "distance": 0.1}, "analyzed": True}  # fmt: skip
+
+    counts = summary_of(events=[obs(1, "anon-first"), obs(2, "anon-older"), obs(3, "anon-older")])["counts"]
+    assert (counts["identities"], counts["identities_anonymous"], counts["identities_transient"]) == (1, 1, 1)
+    text = format_summary(summary_of(events=[obs(1, "anon-first"), obs(2, "anon-older")]))
+    assert "identities   1  (0 named; 1 anonymous; 1 more held briefly before a merge)" in text

@@ -11,8 +11,10 @@ Definitions (the numbers a reader compares between runs):
   no face produce no event, so events cannot count them.
 * ``faces``: observation events (one face in one frame); ``analyzed`` of them ran the face model,
   ``skipped`` reused an earlier frame's results (face-aware scheduling).
-* ``tracks``: distinct ``(stream_id, track_id)``; ``identities``: distinct identity ids, ``named``
-  when their latest event gives a name, else ``anonymous``.
+* ``tracks``: distinct ``(stream_id, track_id)``; ``identities``: distinct identity ids that a
+  track holds at its last event (or that carry a name), ``named`` when their latest event gives a
+  name, else ``anonymous``; ``identities_transient``: ids seen only before a track moved on (a
+  returning person's first, merged-away anonymous identity).
 * ``throughput``: per second of wall time (``wall_seconds``), the whole run including start-up of
   nothing that was already running (the orchestration chooses where the clock starts).
 * ``latency_seconds``: per hop, ``count``, ``mean``, ``p50``, ``p90``, ``p99`` (linear interpolation
@@ -168,6 +170,9 @@ def build_summary(
         sid: {"faces": 0, "analyzed": 0, "tracks": set(), "frames_with_faces": set()} for sid in infos
     }
     identity_names: dict[str, str | None] = {}
+    #: the identity each track holds at its last event: what the run found, without the ids a track
+    #: held briefly before it was merged into an older identity (a returning person)
+    held_last: dict[tuple[str, str], str] = {}
     tracks: set[tuple[str, str]] = set()
     for i, event in enumerate(events):
         if not isinstance(event, Mapping):
@@ -183,6 +188,8 @@ def build_summary(
         identity = event.get("identity")
         if identity and identity.get("id"):
             identity_names[str(identity["id"])] = identity.get("name") or None
+            if event.get("track_id"):
+                held_last[(sid, str(event["track_id"]))] = str(identity["id"])
         if kind == "observation":
             stats["faces"] += 1
             stats["analyzed"] += bool(event.get("analyzed"))
@@ -194,6 +201,7 @@ def build_summary(
     faces = sum(s["faces"] for s in per_stream.values())
     analyzed = sum(s["analyzed"] for s in per_stream.values())
     frames = sum(int(info["frames"]) for info in infos.values())
+    final = set(held_last.values()) | {i for i, name in identity_names.items() if name}
     named = sorted(name for name in identity_names.values() if name)
     models = _models(events)
     scores = None if ground_truth_scores is None else _jsonable(dict(ground_truth_scores))
@@ -209,9 +217,10 @@ def build_summary(
             "observations_skipped": faces - analyzed,
             "analyzed_share": analyzed / faces if faces else None,
             "tracks": len(tracks),
-            "identities": len(identity_names),
-            "identities_named": sum(1 for name in identity_names.values() if name),
-            "identities_anonymous": sum(1 for name in identity_names.values() if not name),
+            "identities": len(final),
+            "identities_named": sum(1 for i in final if identity_names.get(i)),
+            "identities_anonymous": sum(1 for i in final if not identity_names.get(i)),
+            "identities_transient": len(identity_names) - len(final),
             "events": dict(sorted(by_type.items())),
         },
         "identity_names": named,
@@ -304,7 +313,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     lines.append(
         f"  identities   {counts['identities']}  ({counts['identities_named']} named"
         + (f": {shown}" if shown else "")
-        + f"; {counts['identities_anonymous']} anonymous)"
+        + f"; {counts['identities_anonymous']} anonymous"
+        + (
+            f"; {counts['identities_transient']} more held briefly before a merge"
+            if counts.get("identities_transient")
+            else ""
+        )
+        + ")"
     )
     share = counts.get("analyzed_share")
     lines.append(
