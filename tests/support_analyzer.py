@@ -56,7 +56,9 @@ BLANK = jpeg(np.full((64, 96, 3), 120, np.uint8))
 FACE = jpeg(np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256))))
 
 
-def frame_message(stream: str, seq: int, image: bytes, *, eos: bool = False) -> frame_pb2.Frame:
+def frame_message(
+    stream: str, seq: int, image: bytes, *, eos: bool = False, shot: int = 0
+) -> frame_pb2.Frame:
     f = frame_pb2.Frame(
         stream_id=stream,
         seq=seq,
@@ -66,6 +68,7 @@ def frame_message(stream: str, seq: int, image: bytes, *, eos: bool = False) -> 
         height=64,
         end_of_stream=eos,
         source_uri="test",
+        shot_start_seq=shot,
     )
     f.pts.FromNanoseconds(seq * 200_000_000)
     f.capture_time.FromNanoseconds(time.time_ns())
@@ -81,15 +84,17 @@ def produce_frames(
     image: Callable[[str, int], bytes] = lambda _s, _i: BLANK,
     start: int = 0,
     eos: bool = False,
+    shot: Callable[[str, int], int] = lambda _s, _i: 0,
 ) -> set[tuple[str, int]]:
-    """``count`` frames per stream (seq start..start+count-1), plus an end marker when ``eos``."""
+    """``count`` frames per stream (seq start..start+count-1), plus an end marker when ``eos``;
+    ``shot(stream, seq)`` is each frame's ``shot_start_seq``."""
     sent: set[tuple[str, int]] = set()
     producer = make_producer(bootstrap, client_id="test-frames")
     try:
         for seq in range(start, start + count + (1 if eos else 0)):
             for stream in streams:
                 last = eos and seq == start + count
-                message = frame_message(stream, seq, image(stream, seq), eos=last)
+                message = frame_message(stream, seq, image(stream, seq), eos=last, shot=shot(stream, seq))
                 producer.send(
                     topic,
                     key=stream.encode(),

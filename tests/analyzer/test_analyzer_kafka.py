@@ -42,7 +42,13 @@ def test_frames_in_analyses_out_in_order_with_faces_and_traces(
     t = make_topics(kafka_bootstrap, unique_name)
     streams = ["cam-a", "cam-b", "cam-c"]
     sent = produce_frames(
-        kafka_bootstrap, t.frames, streams, 6, image=lambda s, i: FACE if i in (0, 3) else BLANK, eos=True
+        kafka_bootstrap,
+        t.frames,
+        streams,
+        6,
+        image=lambda s, i: FACE if i in (0, 3) else BLANK,
+        eos=True,
+        shot=lambda s, i: (3 if i >= 3 else 1) if s == "cam-a" else 0,  # cam-a cuts at seq 3
     )
     analyzer = AnalyzerProcess(
         kafka_bootstrap, triton_url, t, unique_name, tmp_path / "a.log", "--schedule", "all"
@@ -63,6 +69,9 @@ def test_frames_in_analyses_out_in_order_with_faces_and_traces(
     assert any(m.name == "facexformer" for m in face.models)
     assert face.timings.batch_size >= 1
     assert messages[("cam-b", 1)].faces == [] and messages[("cam-c", 6)].end_of_stream
+    # every analysis carries its frame's shot, the end marker too
+    assert [messages[("cam-a", i)].shot_start_seq for i in range(7)] == [1, 1, 1, 3, 3, 3, 3]
+    assert {messages[("cam-b", i)].shot_start_seq for i in range(7)} == {0}
     assert all(dict(r.headers).get(TRACEPARENT) for r in records)
 
 

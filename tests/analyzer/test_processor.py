@@ -16,10 +16,22 @@ from faceflow.v1 import analysis_pb2, frame_pb2
 
 
 def frame(
-    stream: str, seq: int, image: bytes = b"FACE-a", *, eos: bool = False, pts_s: float | None = None
+    stream: str,
+    seq: int,
+    image: bytes = b"FACE-a",
+    *,
+    eos: bool = False,
+    pts_s: float | None = None,
+    shot: int = 0,
 ) -> bytes:
     f = frame_pb2.Frame(
-        stream_id=stream, seq=seq, image=b"" if eos else image, end_of_stream=eos, width=64, height=48
+        stream_id=stream,
+        seq=seq,
+        image=b"" if eos else image,
+        end_of_stream=eos,
+        width=64,
+        height=48,
+        shot_start_seq=shot,
     )
     f.pts.FromNanoseconds(round((seq * 0.2 if pts_s is None else pts_s) * 1e9))
     return f.SerializeToString()
@@ -141,3 +153,51 @@ def test_adaptive_state_lost_costs_one_extra_analysis_never_a_wrong_result() -> 
     after = run(proc, [(2, 0.4), (3, 0.6)])
     assert [m.faces[0].analyzed for m in after] == [True, False]
     assert after[1].faces[0].results_seq == 2
+
+
+def run_shots(
+    proc: AnalyzerProcessor, frames: Sequence[tuple[int, int]], image: bytes = b"FACE2-a"
+) -> list[analysis_pb2.FrameAnalysis]:
+    """Feed (seq, shot_start_seq) frames of the same two faces at 5 fps, one per batch."""
+    out = []
+    for offset, (seq, shot) in enumerate(frames):
+        results = proc.process([record(frame("cam", seq, image, pts_s=seq * 0.2, shot=shot), offset)])
+        proc.delivered(results)
+        out.append(analysis(results[0]))
+    return out
+
+
+def test_adaptive_analyzes_every_face_of_the_first_frame_of_a_new_shot() -> None:
+    # two faces at the very same boxes before and after a hard cut at seq 13 (shot / reverse shot):
+    # by position they are the same faces, but a new shot makes them new
+    proc, fake = processor("adaptive")
+    messages = run_shots(proc, [(10, 10), (11, 10), (12, 10), (13, 13), (14, 13), (15, 13)])
+    assert [[f.analyzed for f in m.faces] for m in messages] == [
+        [True, True],
+        [False, False],
+        [False, False],
+        [True, True],  # the cut: both faces analyzed again
+        [False, False],
+        [False, False],
+    ]
+    assert [f.results_seq for f in messages[4].faces] == [13, 13]  # never the old shot's results
+    assert [m.shot_start_seq for m in messages] == [10, 10, 10, 13, 13, 13]
+    assert sum(c[2] for c in fake.calls if c[0] == "analyze") == 4
+    assert proc.backend.scheduler.stats()["cuts"] == 1  # type: ignore[attr-defined]
+
+
+def test_a_new_shot_is_seen_even_when_its_first_frame_was_dropped() -> None:
+    proc, _ = processor("adaptive")
+    messages = run_shots(proc, [(0, 0), (1, 0), (2, 0), (4, 3), (5, 3)])  # seq 3 started it, then lost
+    assert [m.faces[0].analyzed for m in messages] == [True, False, False, True, False]
+    assert messages[4].faces[0].results_seq == 4
+
+
+def test_shot_start_seq_is_forwarded_by_every_schedule_and_on_end_of_stream() -> None:
+    for schedule in ("all", "adaptive"):
+        proc, _ = processor(schedule)
+        results = proc.process(
+            [record(frame("cam", 7, shot=5), 0), record(frame("cam", 8, eos=True, shot=5), 1)]
+        )
+        assert [analysis(r).shot_start_seq for r in results] == [5, 5]
+        assert analysis(results[1]).end_of_stream

@@ -170,6 +170,64 @@ def test_time_going_backwards_resets_the_stream_without_raising() -> None:
     assert d.reason == "fresh"
 
 
+def shots(
+    scheduler: Scheduler, frames: Sequence[tuple[int, Sequence[list[float]]]], stream: str = "cam-1"
+) -> list[list[str]]:
+    """Feed (shot_start_seq, boxes) frames at 5 fps with consecutive seqs; return the reasons."""
+    return [
+        [
+            d.reason
+            for d in scheduler.decide(
+                stream, seq=k, t=k / 5, boxes=boxes, qualities=[0.6] * len(boxes), shot_start_seq=shot
+            )
+        ]
+        for k, (shot, boxes) in enumerate(frames)
+    ]
+
+
+def test_a_new_shot_makes_every_face_new() -> None:
+    s = Scheduler(SchedulePolicy(max_age_s=100.0))
+    two = [face(100), face(400)]
+    # the same boxes before and after a cut at seq 3 (shot / reverse shot at the same places)
+    assert shots(s, [(0, two), (0, two), (0, two), (3, two), (3, two), (3, [face(100)])]) == [
+        ["new", "new"],
+        ["fresh", "fresh"],
+        ["fresh", "fresh"],
+        ["new", "new"],
+        ["fresh", "fresh"],
+        ["fresh"],
+    ]
+    assert s.stats()["cuts"] == 1 and s.stats()["resets"] == 0
+
+
+def test_any_change_of_shot_is_a_cut_even_to_or_from_unknown() -> None:
+    s = Scheduler(SchedulePolicy(max_age_s=100.0))
+    one = [face(100)]
+    assert shots(s, [(0, one), (0, one), (5, one), (5, one), (0, one)]) == [
+        ["new"],
+        ["fresh"],
+        ["new"],  # 0 (unknown) to 5
+        ["fresh"],
+        ["new"],  # back to unknown: a producer without a detector took over
+    ]
+    assert s.stats()["cuts"] == 2
+
+
+def test_a_cut_in_one_stream_leaves_the_others_alone() -> None:
+    s = Scheduler(SchedulePolicy(max_age_s=100.0))
+    one = [face(100)]
+    shots(s, [(0, one)], stream="a")
+    shots(s, [(0, one)], stream="b")
+    assert s.decide("a", seq=1, t=0.2, boxes=one, qualities=[0.6], shot_start_seq=1)[0].reason == "new"
+    assert s.decide("b", seq=1, t=0.2, boxes=one, qualities=[0.6])[0].reason == "fresh"
+
+
+def test_mode_all_ignores_shots() -> None:
+    s = Scheduler(SchedulePolicy(mode=ScheduleMode.ALL))
+    assert shots(s, [(0, [face(100)]), (1, [face(100)])]) == [["all"], ["all"]]
+    assert s.stats()["cuts"] == 0
+
+
 def test_forget_stream_drops_the_state() -> None:
     s = Scheduler()
     run(s, [(0.0, [face(100)], [0.6])], stream="a")
@@ -272,6 +330,8 @@ def test_policy_validation(kwargs: dict[str, Any], error: type[Exception], match
         ({"qualities": [1.5]}, ValueError, r"qualities: expected finite values in \[0, 1\]"),
         ({"qualities": [math.nan]}, ValueError, "qualities"),
         ({"qualities": ["high"]}, TypeError, "qualities: expected an array"),
+        ({"shot_start_seq": -1}, ValueError, "shot_start_seq: expected an int >= 0, got -1"),
+        ({"shot_start_seq": True}, ValueError, "shot_start_seq: expected an int >= 0, got True"),
     ],
 )
 def test_decide_validation(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:

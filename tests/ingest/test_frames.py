@@ -94,6 +94,10 @@ def test_decoded_frame_is_frozen_and_compares_by_identity() -> None:
         ({"seq": 0}, None, None),
         ({"end_of_stream": True}, None, None),
         ({"end_of_stream": True, "jpeg": b"", "width": 0, "height": 0}, None, None),
+        ({"shot_start_seq": 7}, None, None),  # this frame starts its shot
+        ({"shot_start_seq": 8}, InvalidFrame, "shot_start_seq: expected at most seq (7), got 8"),
+        ({"shot_start_seq": -1}, InvalidFrame, "shot_start_seq: expected an int >= 0, got -1"),
+        ({"shot_start_seq": None}, InvalidFrame, "shot_start_seq: expected an int >= 0, got NoneType"),
         ({"seq": -1}, InvalidFrame, "seq: expected an int >= 0, got -1"),
         ({"seq": np.int64(3)}, InvalidFrame, "got int64"),
         ({"seq": False}, InvalidFrame, "got bool"),
@@ -123,7 +127,8 @@ def test_encoded_frame_validation(
 def test_end_marker_and_value_equality() -> None:
     marker = EncodedFrame.end_marker("cam1", 9, 2.0, 10)
     assert marker.end_of_stream
-    assert (marker.jpeg, marker.width, marker.height, marker.seq) == (b"", 0, 0, 9)
+    assert (marker.jpeg, marker.width, marker.height, marker.seq, marker.shot_start_seq) == (b"", 0, 0, 9, 0)
+    assert EncodedFrame.end_marker("cam1", 9, 2.0, 10, shot_start_seq=4).shot_start_seq == 4
     assert EncodedFrame(**encoded_kwargs()) == EncodedFrame(**encoded_kwargs())
 
 

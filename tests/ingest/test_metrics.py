@@ -36,6 +36,8 @@ def test_counters_gauges_and_histogram_are_exported() -> None:
         metrics.drop("cam-1", DropCause.QUEUE_OLDEST, 2)
         metrics.drop("cam-1", DropCause.TOO_LARGE)
         metrics.reconnect("cam-1")
+        metrics.shot_cut("cam-1")
+        metrics.shot_cut("cam-1")
         text = metrics.render()
     finally:
         metrics.shutdown()
@@ -44,6 +46,7 @@ def test_counters_gauges_and_histogram_are_exported() -> None:
     assert sample(text, "faceflow_ingest_frames_dropped_total", stream_id="cam-1", reason="queue_oldest") == 2
     assert sample(text, "faceflow_ingest_frames_dropped_total", stream_id="cam-1", reason="too_large") == 1
     assert sample(text, "faceflow_ingest_reconnects_total", stream_id="cam-1") == 1
+    assert sample(text, "faceflow_ingest_shot_cuts_total", stream_id="cam-1") == 2
     assert sample(text, "faceflow_ingest_produce_latency_seconds_count", stream_id="cam-1") == 1
     assert sample(text, "faceflow_ingest_produce_latency_seconds_bucket", stream_id="cam-1", le="0.005") == 1
     assert sample(text, "faceflow_ingest_queue_depth", stream_id="cam-1") == 3

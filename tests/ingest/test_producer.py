@@ -47,8 +47,9 @@ def frame(seq: int, stream_id: str = "cam-1", **kwargs: object) -> EncodedFrame:
 
 
 def test_to_proto_keeps_every_field() -> None:
-    message = to_proto(frame(3), "rtsp://u:***@cam/x")
+    message = to_proto(frame(3, shot_start_seq=2), "rtsp://u:***@cam/x")
     assert (message.stream_id, message.seq, message.width, message.height) == ("cam-1", 3, 512, 512)
+    assert message.shot_start_seq == 2
     assert message.pts.ToNanoseconds() == 120_000_000
     assert message.capture_time.ToNanoseconds() == 1_700_000_000_123_456_789
     assert (message.content_type, message.source_uri, message.end_of_stream) == (
@@ -57,8 +58,9 @@ def test_to_proto_keeps_every_field() -> None:
         False,
     )
     assert message.image == JPEG
-    marker = to_proto(EncodedFrame.end_marker("cam-1", 4, 0.2, 5), "x")
+    marker = to_proto(EncodedFrame.end_marker("cam-1", 4, 0.2, 5, shot_start_seq=2), "x")
     assert (marker.end_of_stream, marker.image, marker.content_type, marker.width) == (True, b"", "", 0)
+    assert marker.shot_start_seq == 2
 
 
 def test_in_flight_window_blocks_then_gives_up() -> None:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
+from support_shots import shot_frames
 
 from faceflow.ingest.encode import EncodeSettings
 from faceflow.ingest.errors import FrameTooLarge
-from faceflow.ingest.metrics import DropCause, RefusalCause
+from faceflow.ingest.metrics import DropCause, IngestMetrics, RefusalCause
 from faceflow.ingest.push import (
     NotAnImage,
     PushStreams,
@@ -86,6 +87,30 @@ def test_pushed_frame_times_default_to_arrival() -> None:
     assert (first.pts_s, first.capture_time_ns) == (0.5, 1_500_000_000)
     assert (second.pts_s, second.capture_time_ns) == (0.04, 123)
     assert second.seq == first.seq + 1
+
+
+def test_pushed_frames_get_a_new_shot_exactly_at_a_cut() -> None:
+    streams = PushStreams(capacity=4)
+    stream = streams.get("edge-1", now_ns=0)
+    metrics = IngestMetrics()
+    pictures = [encoded(rgb) for rgb in shot_frames("female", scale=2)[:5] + shot_frames("male", scale=2)[:4]]
+    prepared = [prepare_image(p, EncodeSettings()) for p in pictures]
+    assert all(p.passed_through for p in prepared)  # the detector reads the decode that checked them
+    request = ingest_pb2.PushFramesRequest(stream_id="edge-1")
+    frames = [
+        pushed_frame(request, p, stream, 1_000_000_000 + k, metrics=metrics) for k, p in enumerate(prepared)
+    ]
+    first = frames[0].seq
+    assert [f.shot_start_seq for f in frames] == [first] * 5 + [first + 5] * 4
+    assert 'faceflow_ingest_shot_cuts_total{stream_id="edge-1"} 1.0' in metrics.render()
+    seq, shot = stream.end_seq()
+    assert (seq, shot) == (first + 9, first + 5)
+
+
+def test_prepared_pixels_are_the_decoded_picture() -> None:
+    prepared = prepare_image(JPEG_512, EncodeSettings(max_side=256))
+    assert prepared.pixels.shape == (256, 256, 3)  # DCT-scaled to at least max_side, no more decode
+    assert prepare_image(JPEG_512, EncodeSettings()).pixels.shape == (512, 512, 3)
 
 
 def test_push_streams_keep_the_most_recent() -> None:

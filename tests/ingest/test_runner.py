@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from support_ingest import wait_until
+from support_shots import shot_frames
 
 from faceflow.ingest import runner as runner_module
 from faceflow.ingest.config import IngestConfig, SourceConfig
@@ -171,10 +173,10 @@ def test_a_real_file_and_folder(media: object) -> None:
 def test_a_frame_that_cannot_fit_is_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     real = runner_module.encode_frame
 
-    def encode(frame: object, seq: int, settings: object) -> EncodedFrame:
+    def encode(frame: object, seq: int, settings: object, **kwargs: object) -> EncodedFrame:
         if seq == 2:
             raise FrameTooLarge("frame 32x24: expected a JPEG of at most 1 bytes")
-        return real(frame, seq, settings)  # type: ignore[arg-type]
+        return real(frame, seq, settings, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(runner_module, "encode_frame", encode)
     runner, sink, metrics = run(memory(4, live=False), uri="/clip.mp4")
@@ -218,3 +220,59 @@ def test_refused_sends_are_counted_and_the_source_goes_on() -> None:
     assert [f.seq for f in sink.of("cam")] == [0, 2, 4, 6]  # 6: the end-of-stream marker, retried until sent
     assert runner.snapshot().frames_dropped == 3
     assert runner.snapshot().state is SourceState.ENDED
+
+
+def shot_cuts(metrics: IngestMetrics, stream_id: str = "cam") -> float:
+    """The value of faceflow_ingest_shot_cuts_total for ``stream_id`` (0 when not exported)."""
+    prefix = f'faceflow_ingest_shot_cuts_total{{stream_id="{stream_id}"}} '
+    return next(
+        (float(line[len(prefix) :]) for line in metrics.render().splitlines() if line.startswith(prefix)), 0.0
+    )
+
+
+def test_a_cut_in_the_content_starts_a_new_shot_exactly_at_the_cut() -> None:
+    frames = shot_frames("male", "female")  # 12 + 12 frames of real footage, a hard cut between
+    _, sink, metrics = run(
+        lambda spec: InMemorySource(frames, spec.stream_id, fps=10, is_live=False), uri="/edited.mp4"
+    )
+    sent = sink.of("cam")
+    assert [f.shot_start_seq for f in sent[:-1]] == [0] * 12 + [12] * 12
+    assert sent[-1].end_of_stream and sent[-1].shot_start_seq == 12  # the marker is in the last shot
+    assert shot_cuts(metrics) == 1
+
+
+def test_the_detector_compares_the_frames_sent_after_sampling() -> None:
+    # 10 fps sampled to 5: every other frame is sent, and the cut moves to the seq it was sent at
+    frames = shot_frames("walking", "walking_pause")  # 12 + 6 frames, same corridor, other people
+    _, sink, metrics = run(
+        lambda spec: InMemorySource(frames, spec.stream_id, fps=10, is_live=False), uri="/a.mp4", fps=5.0
+    )
+    assert [f.shot_start_seq for f in sink.of("cam")[:-1]] == [0] * 6 + [6] * 3
+    assert shot_cuts(metrics) == 1
+
+
+def test_a_continuous_shot_keeps_one_shot() -> None:
+    frames = shot_frames("one_by_one", "one_by_one")[:12]  # an auto-exposure ramp
+    _, sink, metrics = run(lambda spec: InMemorySource(frames, spec.stream_id, fps=10), uri="/a.mp4")
+    assert {f.shot_start_seq for f in sink.of("cam")} == {0}
+    assert shot_cuts(metrics) == 0
+
+
+def test_a_real_edited_file_gets_a_new_shot_at_the_cut(tmp_path: Path) -> None:
+    path = tmp_path / "edited.mp4"
+    frames = shot_frames("female", "male", scale=4)  # 256x144
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 256, 144, "yuv420p"
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode(None))
+    spec = CONFIG.source("cam", str(path), target_fps=5.0)
+    sink = InMemoryFrameSink()
+    runner = SourceRunner(spec, config=CONFIG, sink=sink, metrics=IngestMetrics(), seq=SeqCounter(100))
+    runner.start()
+    assert runner.join(30)
+    sent = sink.of("cam")
+    assert runner.snapshot().state is SourceState.ENDED, runner.snapshot().last_error
+    # 10 fps sampled to 5: 6 frames of each shot, then the marker, in the last shot
+    assert [f.shot_start_seq for f in sent] == [100] * 6 + [106] * 7

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support_ingest import astronaut_jpeg, wait_until
+from support_ingest import astronaut_jpeg, jpeg_of, wait_until
+from support_shots import shot_frames
 
 from faceflow.ingest.config import IngestConfig, SourceConfig
 from faceflow.ingest.errors import SourceNotAllowed, SourceNotFound
@@ -137,6 +138,20 @@ def test_push_counts_accepted_and_rejected_frames(service: IngestService) -> Non
     assert (frames[0].width, frames[0].height) == (256, 256)  # bounded to the service's max side
     assert service.metrics.refused_total("edge-1", RefusalCause.NOT_AN_IMAGE) == 1
     assert service.metrics.dropped_total("edge-1") == 0
+
+
+def test_a_pushed_stream_that_cuts_gets_a_new_shot_exactly_at_the_cut(service: IngestService) -> None:
+    # JPEGs that fit are passed through, PNGs are re-encoded: both paths feed the detector
+    before = [request("edge-cut", jpeg_of(rgb)) for rgb in shot_frames("male", scale=2)[:6]]
+    after = [request("edge-cut", jpeg_of(rgb, "PNG")) for rgb in shot_frames("female", scale=2)[:6]]
+    after[-1].end_of_stream = True
+    reply = service.push(before + after)
+    assert (reply.accepted, reply.rejected) == (12, 0)  # the marker is not counted
+    frames = sink_of(service).of("edge-cut")
+    first = frames[0].seq
+    assert [f.shot_start_seq - first for f in frames] == [0] * 6 + [6] * 7  # the marker: the last shot
+    assert frames[-1].end_of_stream
+    assert 'faceflow_ingest_shot_cuts_total{stream_id="edge-cut"} 1.0' in service.metrics.render()
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@
   then the :class:`~faceflow.core.scheduling.Scheduler` picks the faces worth analyzing (new or
   returning, last analysis older than ``max_age_s``, or a clearly better shot) and one
   ``face_analyze`` call analyzes exactly those. A skipped face is still reported, with the seq of
-  the analysis that stands for it. If the analysis fails, the streams' scheduling state is dropped:
-  the batch is retried and its faces are analyzed again (extra work, never a wrong result).
+  the analysis that stands for it. A frame whose ``shot_start_seq`` differs from its stream's
+  previous frame's starts a new shot (a hard cut): every face of it is analyzed. If the analysis
+  fails, the streams' scheduling state is dropped: the batch is retried and its faces are analyzed
+  again (extra work, never a wrong result).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameInput:
-    """One frame to analyze."""
+    """One frame to analyze (``shot_start_seq``: ``Frame.shot_start_seq``, 0 = unknown)."""
 
     stream_id: str
     seq: int
     pts_s: float
     image: bytes
+    shot_start_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class ScheduledBackend:
                     t=frame.pts_s,
                     boxes=detected.boxes[faces],
                     qualities=qualities[faces],
+                    shot_start_seq=frame.shot_start_seq,
                 )
                 for face, decision in zip(faces, decisions, strict=True):
                     seqs[face] = decision.results_seq

@@ -122,6 +122,7 @@ def frame_analysis(
         height=frame.height,
         end_of_stream=frame.end_of_stream,
         schedule=schedule,
+        shot_start_seq=frame.shot_start_seq,
     )
     message.pts.CopyFrom(frame.pts)
     message.capture_time.CopyFrom(frame.capture_time)

@@ -7,6 +7,8 @@ For each record, in order:
 * a ``(stream_id, seq)`` already analyzed and delivered: a **repeat** (a replay after a restart or a
   rebalance): dropped, its offset counts as done;
 * an end-of-stream marker: forwarded in order as a ``FrameAnalysis`` with ``end_of_stream``;
+* every ``FrameAnalysis`` carries its frame's ``shot_start_seq`` (ingest's shot-cut detector); the
+  adaptive backend analyzes every face of the first frame of a new shot;
 * otherwise the frame joins the batch's Triton call. A frame Triton cannot decode (FRAME_STATUS 1
   or 2) goes to the DLQ with the status as its reason. If Triton refuses the whole call (a model
   failed on some input), the batch is split into single frames so only the culprit goes to the
@@ -136,7 +138,10 @@ class AnalyzerProcessor:
     def _analyze(
         self, records: Sequence[InRecord], todo: list[tuple[int, frame_pb2.Frame]], started_ns: int
     ) -> list[Result]:
-        inputs = [FrameInput(f.stream_id, f.seq, f.pts.ToNanoseconds() / 1e9, f.image) for _, f in todo]
+        inputs = [
+            FrameInput(f.stream_id, f.seq, f.pts.ToNanoseconds() / 1e9, f.image, f.shot_start_seq)
+            for _, f in todo
+        ]
         spans = [
             start_span(
                 "analyze frame",

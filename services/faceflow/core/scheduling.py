@@ -8,6 +8,13 @@ frame answers :class:`FaceDecision`: analyze it now, or reuse the analysis of an
 
 Per frame of a stream (mode ADAPTIVE):
 
+0. A hard cut: when the frame's ``shot_start_seq`` (ingest's shot-cut detector,
+   :mod:`faceflow.core.shots`) differs from the stream's previous frame's, every remembered face
+   of the stream is forgotten, so every face of the first frame of a new shot is ``"new"`` and
+   analyzed. After a cut the next person's face often lies where the last one's was; by position
+   alone it would inherit the last person's results until ``max_age_s``. Any change counts
+   (including to or from 0, unknown): a false cut only costs analyses. The cut frame itself may
+   have been dropped upstream; the shot id still changes on the next frame that arrives.
 1. Remembered faces not seen for more than ``forget_after_s`` (media time) are forgotten.
 2. Detections are matched one-to-one to remembered faces by IoU, greedily by IoU descending
    (ties: lower detection index, then lower remembered index), a pair only at IoU >=
@@ -74,6 +81,7 @@ _COUNTERS: Final[tuple[str, ...]] = (
     "analyzed",
     *REASONS,
     "resets",
+    "cuts",
     "streams_evicted",
     "faces_dropped",
 )
@@ -194,6 +202,7 @@ class _Face:
 class _Stream:
     last_t: float
     last_seq: int
+    shot: int = 0
     faces: list[_Face] = field(default_factory=list)
 
 
@@ -255,8 +264,9 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: ``frames``, ``faces``, ``analyzed``, one per reason,
-        ``resets`` (time went backwards), ``streams_evicted``, ``faces_dropped`` (over the
-        per-stream bound), and the gauge ``streams`` (streams with state now). A fixed key set.
+        ``resets`` (time went backwards), ``cuts`` (a stream's shot changed and its faces were
+        forgotten), ``streams_evicted``, ``faces_dropped`` (over the per-stream bound), and the
+        gauge ``streams`` (streams with state now). A fixed key set.
         """
         return {**self._counts, "streams": len(self._streams)}
 
@@ -268,6 +278,7 @@ class Scheduler:
         t: float,
         boxes: npt.ArrayLike,
         qualities: npt.ArrayLike,
+        shot_start_seq: int = 0,
     ) -> list[FaceDecision]:
         """Decide, for each detected face of one frame, whether to analyze it.
 
@@ -277,6 +288,8 @@ class Scheduler:
             t: the frame's media time, seconds (finite).
             boxes: [F,4] detections, x1, y1, x2, y2 frame pixels (F may be 0).
             qualities: [F] detection qualities in [0, 1] (:func:`faceflow.core.quality.detection_qualities`).
+            shot_start_seq: the frame's shot (``Frame.shot_start_seq``; 0 = unknown): a change from
+                the stream's previous frame is a hard cut, after which every face is new.
 
         Returns:
             One :class:`FaceDecision` per detection, in detection order.
@@ -287,6 +300,8 @@ class Scheduler:
             raise ValueError(f"seq: expected an int >= 0, got {seq!r}")
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise ValueError(f"t: expected finite media seconds, got {t!r}")
+        if isinstance(shot_start_seq, bool) or not isinstance(shot_start_seq, int) or shot_start_seq < 0:
+            raise ValueError(f"shot_start_seq: expected an int >= 0, got {shot_start_seq!r}")
         b = as_boxes(boxes, "boxes")
         try:
             q = np.asarray(qualities, dtype=np.float64)
@@ -306,13 +321,13 @@ class Scheduler:
         if self._policy.mode is ScheduleMode.ALL:
             decisions = [FaceDecision(analyze=True, results_seq=seq, reason="all") for _ in range(b.shape[0])]
         else:
-            decisions = self._decide_adaptive(stream_id, seq, t, b, q)
+            decisions = self._decide_adaptive(stream_id, seq, t, b, q, shot=shot_start_seq)
         for d in decisions:
             self._counts[d.reason] += 1
             self._counts["analyzed"] += int(d.analyze)
         return decisions
 
-    def _stream(self, stream_id: str, seq: int, t: float) -> _Stream:
+    def _stream(self, stream_id: str, seq: int, t: float, shot: int) -> _Stream:
         state = self._streams.get(stream_id)
         if state is not None and (t < state.last_t or seq < state.last_seq):
             logger.info(
@@ -326,8 +341,19 @@ class Scheduler:
             self._counts["resets"] += 1
             del self._streams[stream_id]
             state = None
+        if state is not None and shot != state.shot:
+            logger.debug(
+                "scheduler: stream %s seq %d: a new shot (from seq %d, was %d); forgetting its faces",
+                stream_id,
+                seq,
+                shot,
+                state.shot,
+            )
+            self._counts["cuts"] += 1
+            state.faces = []
+            state.shot = shot
         if state is None:
-            state = _Stream(last_t=t, last_seq=seq)
+            state = _Stream(last_t=t, last_seq=seq, shot=shot)
             self._streams[stream_id] = state
             while len(self._streams) > self._policy.max_streams:
                 evicted, _ = self._streams.popitem(last=False)
@@ -338,10 +364,10 @@ class Scheduler:
         return state
 
     def _decide_adaptive(
-        self, stream_id: str, seq: int, t: float, boxes: FloatArray, qualities: FloatArray
+        self, stream_id: str, seq: int, t: float, boxes: FloatArray, qualities: FloatArray, *, shot: int
     ) -> list[FaceDecision]:
         policy = self._policy
-        state = self._stream(stream_id, seq, t)
+        state = self._stream(stream_id, seq, t, shot)
         faces = [f for f in state.faces if t - f.seen_t <= policy.forget_after_s]
         remembered = np.array([f.box for f in faces]).reshape(len(faces), 4)
         iou = iou_matrix(boxes, remembered)

@@ -4,7 +4,8 @@ Every frame that goes on the frames topic is bounded twice: in pixels (:func:`bo
 longest side at most ``max_side``) and in bytes (:func:`fit_under`, which lowers the JPEG quality
 down to a floor, then shrinks the picture by 0.75 per step until it fits). A frame that cannot be
 made to fit raises :class:`~faceflow.ingest.errors.FrameTooLarge`; the service counts and logs it
-(DESIGN.md: nothing is dropped silently).
+(DESIGN.md: nothing is dropped silently). :func:`log_cut` is the debug line of a hard cut that the
+stream's shot-cut detector found in a frame about to be encoded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from faceflow.core.shots import ShotStep
 from faceflow.ingest.checks import check_int
 from faceflow.ingest.errors import FrameTooLarge, IngestConfigError
 from faceflow.ingest.frames import JPEG, DecodedFrame, EncodedFrame, RGBImage, check_rgb
@@ -186,8 +188,11 @@ class EncodeSettings:
         check_int("max_bytes", self.max_bytes, minimum=1)
 
 
-def encode_frame(frame: DecodedFrame, seq: int, settings: EncodeSettings | None = None) -> EncodedFrame:
-    """Bound, encode and wrap one decoded frame for the frames topic.
+def encode_frame(
+    frame: DecodedFrame, seq: int, settings: EncodeSettings | None = None, *, shot_start_seq: int = 0
+) -> EncodedFrame:
+    """Bound, encode and wrap one decoded frame for the frames topic (``shot_start_seq``: the
+    frame's shot, see :class:`~faceflow.ingest.frames.EncodedFrame`).
 
     Raises:
         FrameTooLarge: the frame cannot fit under ``settings.max_bytes``.
@@ -213,4 +218,19 @@ def encode_frame(frame: DecodedFrame, seq: int, settings: EncodeSettings | None 
         width=fitted.width,
         height=fitted.height,
         content_type=JPEG,
+        shot_start_seq=shot_start_seq,
     )
+
+
+def log_cut(stream_id: str, seq: int, step: ShotStep | None) -> None:
+    """Log (debug) the hard cut found at frame ``seq`` with what the detector measured."""
+    if step is not None and logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "stream %s seq %d: hard cut, a new shot (cells %.3f, global %.3f, score %.2f, level %.2f)",
+            stream_id,
+            seq,
+            step.cells,
+            step.whole,
+            step.score,
+            step.level,
+        )

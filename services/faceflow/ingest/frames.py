@@ -110,6 +110,9 @@ class EncodedFrame:
         width, height: pixel size of the encoded image (0 only for an end-of-stream marker).
         content_type: ``image/jpeg`` or ``image/png``; checked against the image's magic bytes.
         end_of_stream: the source ended; no more frames follow for this stream.
+        shot_start_seq: seq of the first frame of the shot this frame belongs to (the stream's
+            :class:`~faceflow.core.shots.StreamShots`), at most ``seq``; a change from one frame to
+            the next is a hard cut. 0 = unknown. An end-of-stream marker carries the last shot.
     """
 
     stream_id: str
@@ -121,10 +124,16 @@ class EncodedFrame:
     height: int
     content_type: str = JPEG
     end_of_stream: bool = False
+    shot_start_seq: int = 0
 
     def __post_init__(self) -> None:
         _check_stream_id(self.stream_id)
         _check_int(self.seq, "seq", 0)
+        _check_int(self.shot_start_seq, "shot_start_seq", 0)
+        if self.shot_start_seq > self.seq:
+            raise InvalidFrame(
+                f"shot_start_seq: expected at most seq ({self.seq}), got {self.shot_start_seq}"
+            )
         _check_pts(self.pts_s)
         _check_int(self.capture_time_ns, "capture_time_ns", 0)
         if not isinstance(self.end_of_stream, bool):
@@ -147,8 +156,10 @@ class EncodedFrame:
             )
 
     @classmethod
-    def end_marker(cls, stream_id: str, seq: int, pts_s: float, capture_time_ns: int) -> EncodedFrame:
-        """An end-of-stream marker: no image, ``end_of_stream=True``."""
+    def end_marker(
+        cls, stream_id: str, seq: int, pts_s: float, capture_time_ns: int, *, shot_start_seq: int = 0
+    ) -> EncodedFrame:
+        """An end-of-stream marker: no image, ``end_of_stream=True``, the stream's last shot."""
         return cls(
             stream_id=stream_id,
             seq=seq,
@@ -158,4 +169,5 @@ class EncodedFrame:
             width=0,
             height=0,
             end_of_stream=True,
+            shot_start_seq=shot_start_seq,
         )

@@ -14,6 +14,7 @@ faceflow_ingest_frames_produced_total      counter   stream_id (acknowledged by 
 faceflow_ingest_frames_dropped_total       counter   stream_id, reason (:class:`DropCause`)
 faceflow_ingest_frames_refused_total       counter   stream_id, reason (:class:`RefusalCause`)
 faceflow_ingest_reconnects_total           counter   stream_id
+faceflow_ingest_shot_cuts_total            counter   stream_id (hard cuts found in the frames sent)
 faceflow_ingest_produce_latency_seconds    histogram stream_id (send to broker acknowledgement)
 faceflow_ingest_queue_depth                gauge     stream_id
 faceflow_ingest_decode_fps                 gauge     stream_id
@@ -127,6 +128,9 @@ class IngestMetrics:
         self._reconnects = meter.create_counter(
             "faceflow.ingest.reconnects", description="Reconnect attempts of live sources"
         )
+        self._shot_cuts = meter.create_counter(
+            "faceflow.ingest.shot_cuts", description="Hard cuts found in the frames sent (new shots)"
+        )
         self._latency = meter.create_histogram(
             "faceflow.ingest.produce.latency", unit="s", description="Send to broker acknowledgement"
         )
@@ -163,6 +167,10 @@ class IngestMetrics:
 
     def reconnect(self, stream_id: str) -> None:
         self._reconnects.add(1, {"stream_id": self._label(stream_id)})
+
+    def shot_cut(self, stream_id: str) -> None:
+        """A frame of ``stream_id`` starts a new shot (not counted: a stream's first frame)."""
+        self._shot_cuts.add(1, {"stream_id": self._label(stream_id)})
 
     def drop(self, stream_id: str, cause: DropCause, count: int = 1) -> None:
         """Count ``count`` dropped frames and log a summary when the interval has passed."""

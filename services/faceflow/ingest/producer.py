@@ -113,6 +113,7 @@ def to_proto(frame: EncodedFrame, source_uri: str) -> frame_pb2.Frame:
         height=frame.height,
         source_uri=source_uri,
         end_of_stream=frame.end_of_stream,
+        shot_start_seq=frame.shot_start_seq,
     )
     message.pts.FromNanoseconds(round(frame.pts_s * 1e9))
     message.capture_time.FromNanoseconds(frame.capture_time_ns)

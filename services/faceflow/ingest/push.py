@@ -26,7 +26,12 @@ rotation to apply, longest side within ``max_side``, under the byte limit) is pa
 untouched; anything else is decoded (:func:`faceflow.models.imaging.decode_picture`: pixel limit
 from the header, every image mode to 8-bit RGB) and re-encoded as JPEG. Each pushed stream gets
 its own ``seq`` counter (kept for the ``max_push_streams`` most recently seen streams), starting at
-the wall clock in microseconds.
+the wall clock in microseconds, and its own shot-cut detector
+(:class:`~faceflow.core.shots.StreamShots`): every pushed frame carries ``shot_start_seq``. The
+detector needs pixels, and every pushed picture is decoded anyway (to check it and to know its
+size), a passed-through JPEG too: the detector reads that decode (DCT-scaled for a JPEG far over
+``max_side``), so pass-through costs no extra decode. A forgotten (evicted) stream that comes back
+starts a new shot.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
+from faceflow.core.shots import ShotStep, StreamShots
 from faceflow.errors import AlreadyExists, ResourceExhausted, Unavailable
-from faceflow.ingest.encode import EncodeSettings, bound_size, fit_under
+from faceflow.ingest.encode import EncodeSettings, bound_size, fit_under, log_cut
 from faceflow.ingest.errors import FrameTooLarge, IngestError, client_text
 from faceflow.ingest.frames import JPEG, EncodedFrame
-from faceflow.ingest.metrics import DropCause, RefusalCause
+from faceflow.ingest.metrics import DropCause, IngestMetrics, RefusalCause
 from faceflow.ingest.reconnect import SeqCounter
 from faceflow.models.contract import FRAME_FORMATS, MAX_FRAME_PIXELS
 from faceflow.models.imaging import (
@@ -77,12 +86,21 @@ class BrokerUnavailable(IngestError, Unavailable):  # noqa: N818
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A pushed picture ready for the topic."""
+    """A pushed picture ready for the topic.
+
+    Attributes:
+        data: the JPEG that goes on the topic.
+        width, height: its size.
+        passed_through: ``data`` is the pushed JPEG itself.
+        pixels: the picture as decoded (oriented RGB, possibly DCT-scaled): what the shot-cut
+            detector looks at.
+    """
 
     data: bytes
     width: int
     height: int
     passed_through: bool
+    pixels: npt.NDArray[np.uint8] = field(compare=False, repr=False)
 
 
 def prepare_image(image: bytes, settings: EncodeSettings) -> PreparedImage:
@@ -116,16 +134,34 @@ def prepare_image(image: bytes, settings: EncodeSettings) -> PreparedImage:
     fits = settings.max_side is None or max(picture.width, picture.height) <= settings.max_side
     plain = picture.format == "JPEG" and picture.mode == "RGB" and picture.orientation == 1
     if plain and fits and len(image) <= settings.max_bytes:
-        return PreparedImage(image, picture.width, picture.height, passed_through=True)
+        return PreparedImage(image, picture.width, picture.height, passed_through=True, pixels=picture.rgb)
     bounded = bound_size(picture.rgb, settings.max_side)
     fitted = fit_under(bounded, settings.quality, settings.max_bytes, min_quality=settings.min_quality)
-    return PreparedImage(fitted.jpeg, fitted.width, fitted.height, passed_through=False)
+    return PreparedImage(fitted.jpeg, fitted.width, fitted.height, passed_through=False, pixels=picture.rgb)
 
 
 @dataclass
 class _PushStream:
+    """A pushed stream's seq counter, time origin and shot; :meth:`stamp` keeps seq and shot in step
+    when two calls push the same stream at once."""
+
     seq: SeqCounter
     first_arrival_ns: int
+    shots: StreamShots = field(default_factory=StreamShots)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stamp(self, pixels: npt.NDArray[np.uint8]) -> tuple[int, int, ShotStep | None]:
+        """The next seq for a frame with ``pixels``, its shot's first seq, and what the detector
+        measured when the frame is a hard cut (None otherwise)."""
+        with self._lock:
+            seq = self.seq.next()
+            start = self.shots.observe(pixels, seq)
+            return seq, start, self.shots.last if self.shots.cut else None
+
+    def end_seq(self) -> tuple[int, int]:
+        """The next seq, for an end-of-stream marker, and the current shot's first seq (0: none)."""
+        with self._lock:
+            return self.seq.next(), self.shots.shot_start_seq or 0
 
 
 class PushStreams:
@@ -155,25 +191,37 @@ class PushStreams:
 
 
 def pushed_frame(
-    request: ingest_pb2.PushFramesRequest, prepared: PreparedImage, stream: _PushStream, now_ns: int
+    request: ingest_pb2.PushFramesRequest,
+    prepared: PreparedImage,
+    stream: _PushStream,
+    now_ns: int,
+    *,
+    metrics: IngestMetrics | None = None,
 ) -> EncodedFrame:
     """The :class:`EncodedFrame` of a pushed picture: pts and capture time from the request, or
-    from the arrival time (pts counted from the stream's first arrival)."""
+    from the arrival time (pts counted from the stream's first arrival); seq and shot from the
+    stream (a hard cut is counted in ``metrics``)."""
     pts_s = (
         request.pts.ToNanoseconds() / 1e9
         if request.HasField("pts")
         else (now_ns - stream.first_arrival_ns) / 1e9
     )
     capture_ns = request.capture_time.ToNanoseconds() if request.HasField("capture_time") else now_ns
+    seq, shot_start, cut = stream.stamp(prepared.pixels)
+    if cut is not None:
+        if metrics is not None:
+            metrics.shot_cut(request.stream_id)
+        log_cut(request.stream_id, seq, cut)
     return EncodedFrame(
         stream_id=request.stream_id,
-        seq=stream.seq.next(),
+        seq=seq,
         pts_s=pts_s,
         capture_time_ns=max(0, capture_ns),
         jpeg=prepared.data,
         width=prepared.width,
         height=prepared.height,
         content_type=JPEG,
+        shot_start_seq=shot_start,
     )
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    decode thread:  run_with_reconnect(open) -> FpsSampler -> encode_frame(seq) -> BoundedFrameQueue
+    decode thread:  run_with_reconnect(open) -> FpsSampler -> StreamShots -> encode_frame(seq)
+                    -> BoundedFrameQueue
     produce thread: BoundedFrameQueue -> FrameSink (Kafka) -> acknowledgements
 
 The decode thread never waits on the broker: it only puts into the queue, which drops the oldest
@@ -10,6 +11,12 @@ frame (live sources) or waits at most ``block_timeout_s`` (files). ``seq`` comes
 stream's :class:`~faceflow.ingest.reconnect.SeqCounter`, owned by the service, so it keeps
 increasing across reconnects and across restarts of the same stream id; a frame dropped after it
 was given a seq leaves a gap that consumers can see (and that a drop counter explains).
+
+Every sampled frame goes through the stream's shot-cut detector
+(:class:`~faceflow.core.shots.StreamShots`, on the decoded pixels, so that consecutive *sent* frames
+are compared) before it is encoded, and carries ``shot_start_seq``: the seq of the first frame of
+its shot. The detector lives as long as the
+runner, across reconnects (a reconnect that lands in another scene is a cut like any other).
 
 A finite source that reaches its end gets an end-of-stream ``Frame`` after its last frame; the
 source is ``ENDED`` once every frame it sent, that marker included, is acknowledged or failed.
@@ -28,9 +35,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from faceflow.core.shots import StreamShots
 from faceflow.ingest.backpressure import BoundedFrameQueue, DropReason
 from faceflow.ingest.config import IngestConfig, SourceConfig
-from faceflow.ingest.encode import EncodeSettings, encode_frame
+from faceflow.ingest.encode import EncodeSettings, encode_frame, log_cut
 from faceflow.ingest.errors import FrameTooLarge, QueueClosed, SourceError
 from faceflow.ingest.frames import DecodedFrame, EncodedFrame
 from faceflow.ingest.metrics import DropCause, IngestMetrics
@@ -193,6 +201,7 @@ class SourceRunner:
             max_side=spec.max_side, quality=spec.jpeg_quality, min_quality=min(50, spec.jpeg_quality)
         )
         self._sampler = FpsSampler(spec.target_fps)
+        self._shots = StreamShots()  # decode thread only (the end marker reads it after a join)
         self.policy = config.policy_for(spec.is_live)
         self.queue: BoundedFrameQueue[EncodedFrame] = BoundedFrameQueue(
             config.queue_size,
@@ -332,8 +341,12 @@ class SourceRunner:
         if not self._sampler.keep(frame.pts_s):
             return
         seq = self._seq.next()
+        shot_start = self._shots.observe(frame.rgb, seq)
+        if self._shots.cut:
+            self._metrics.shot_cut(self.stream_id)
+            log_cut(self.stream_id, seq, self._shots.last)
         try:
-            encoded = encode_frame(frame, seq, self._settings)
+            encoded = encode_frame(frame, seq, self._settings, shot_start_seq=shot_start)
         except FrameTooLarge as exc:
             logger.warning("stream %s seq %d: frame dropped: %s", self.stream_id, seq, exc)
             self._count_drop(DropCause.TOO_LARGE)
@@ -442,7 +455,10 @@ class SourceRunner:
         seq = self._seq.next()
         with self._lock:
             self._eos_seq = seq
-        marker = EncodedFrame.end_marker(self.stream_id, seq, last_pts_s, time.time_ns())
+        shot = self._shots.shot_start_seq  # the decode thread has ended
+        marker = EncodedFrame.end_marker(
+            self.stream_id, seq, last_pts_s, time.time_ns(), shot_start_seq=shot or 0
+        )
         while not self._abandon.is_set():
             if self._send(marker):
                 logger.info("stream %s seq %d: end of stream sent", self.stream_id, seq)

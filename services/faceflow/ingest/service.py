@@ -372,11 +372,12 @@ class IngestService:
                 logger.info("stream %s: pushed frame %d rejected (%s): %s", stream_id, index, cause, detail)
                 tally.reject(index, stream_id, cause, detail)
             else:
-                frame = pushed_frame(request, prepared, stream, now_ns)
+                frame = pushed_frame(request, prepared, stream, now_ns, metrics=self.metrics)
                 self._push_send(index, frame, unsettled, tally, trace, counted=True)
         if request.end_of_stream:
             last_pts = request.pts.ToNanoseconds() / 1e9 if request.HasField("pts") else 0.0
-            marker = EncodedFrame.end_marker(stream_id, stream.seq.next(), last_pts, now_ns)
+            seq, shot_start = stream.end_seq()
+            marker = EncodedFrame.end_marker(stream_id, seq, last_pts, now_ns, shot_start_seq=shot_start)
             self._push_send(index, marker, unsettled, tally, trace, counted=False)
             logger.info("stream %s seq %d: end of pushed stream", stream_id, marker.seq)
 

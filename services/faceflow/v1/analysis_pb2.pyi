@@ -68,6 +68,7 @@ class FrameAnalysis(_message.Message):
     TIMINGS_FIELD_NUMBER: _builtins.int
     END_OF_STREAM_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    SHOT_START_SEQ_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     seq: _builtins.int
     status: Global___FrameStatus.ValueType
@@ -80,6 +81,12 @@ class FrameAnalysis(_message.Message):
     schedule: _builtins.str
     """How the analyzer chose the faces to analyze: "all" (every face of every frame) or "adaptive"
     (face-aware scheduling: see FaceAnalysis.analyzed). Empty from analyzers older than scheduling.
+    """
+    shot_start_seq: _builtins.int
+    """seq of the first frame of the shot this frame belongs to (ingest's shot-cut detector); a change
+    from one frame to the next of a stream is a hard cut. 0 = unknown (producers without a
+    detector). Copied from Frame.shot_start_seq; the adaptive schedule analyzes every face of the
+    first frame it sees of a new shot.
     """
     @_builtins.property
     def pts(self) -> _duration_pb2.Duration: ...
@@ -111,10 +118,11 @@ class FrameAnalysis(_message.Message):
         timings: Global___AnalysisTimings | None = ...,
         end_of_stream: _builtins.bool = ...,
         schedule: _builtins.str = ...,
+        shot_start_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "pts", b"pts", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "end_of_stream", b"end_of_stream", "faces", b"faces", "height", b"height", "models", b"models", "pts", b"pts", "schedule", b"schedule", "seq", b"seq", "status", b"status", "status_detail", b"status_detail", "stream_id", b"stream_id", "timings", b"timings", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "end_of_stream", b"end_of_stream", "faces", b"faces", "height", b"height", "models", b"models", "pts", b"pts", "schedule", b"schedule", "seq", b"seq", "shot_start_seq", b"shot_start_seq", "status", b"status", "status_detail", b"status_detail", "stream_id", b"stream_id", "timings", b"timings", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,7 @@ class Frame(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     SOURCE_URI_FIELD_NUMBER: _builtins.int
     END_OF_STREAM_FIELD_NUMBER: _builtins.int
+    SHOT_START_SEQ_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     """Stream identifier: 1..64 characters of [A-Za-z0-9._-], starting with a letter or digit."""
     seq: _builtins.int
@@ -55,6 +56,11 @@ class Frame(_message.Message):
     """Where the frame came from (file path, URL with credentials removed, or "grpc:push")."""
     end_of_stream: _builtins.bool
     """True on the last message of a finite stream (a file that ended); carries no image."""
+    shot_start_seq: _builtins.int
+    """seq of the first frame of the shot this frame belongs to (ingest's shot-cut detector); a change
+    from one frame to the next of a stream is a hard cut. 0 = unknown (producers without a
+    detector). An end-of-stream marker carries the shot of the last frame.
+    """
     @_builtins.property
     def pts(self) -> _duration_pb2.Duration:
         """Media time of the frame since the start of the stream."""
@@ -76,10 +82,11 @@ class Frame(_message.Message):
         height: _builtins.int = ...,
         source_uri: _builtins.str = ...,
         end_of_stream: _builtins.bool = ...,
+        shot_start_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "pts", b"pts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "content_type", b"content_type", "end_of_stream", b"end_of_stream", "height", b"height", "image", b"image", "pts", b"pts", "seq", b"seq", "source_uri", b"source_uri", "stream_id", b"stream_id", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "content_type", b"content_type", "end_of_stream", b"end_of_stream", "height", b"height", "image", b"image", "pts", b"pts", "seq", b"seq", "shot_start_seq", b"shot_start_seq", "source_uri", b"source_uri", "stream_id", b"stream_id", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
