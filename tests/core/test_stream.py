@@ -274,18 +274,26 @@ def test_a_shot_cut_ends_every_track_and_the_person_keeps_their_identity() -> No
     assert reasons == ["cut", "cut"] and stream.cuts == 2
 
 
-def test_a_stream_without_shot_ids_never_cuts() -> None:
+@pytest.mark.parametrize(
+    ("shots", "cuts"),
+    [
+        ([0, 0, 0, 0, 0, 0], 0),  # a producer without a cut detector
+        ([0, 0, 0, 3, 3, 3], 1),  # a stream whose seqs start at 0: its first shot starts at seq 0
+        ([7, 7, 7, 7, 7, 7], 0),  # restored or joined mid-shot: the first frame seen is no cut
+    ],
+)
+def test_a_change_of_shot_id_is_a_cut(shots: list[int], cuts: int) -> None:
     stream = StreamAnalytics("cam", StreamConfig(), Gallery())
     outs = [
         stream.apply(
             FrameIn(
-                seq=s, t=s / 5, capture_ns=s, shot_start_seq=0 if s < 3 else 3,
+                seq=s, t=s / 5, capture_ns=s, shot_start_seq=shot,
                 faces=(face("ann", 10.0, s, analyzed=s == 0),),
             )
         )
-        for s in range(6)
+        for s, shot in enumerate(shots)
     ]  # fmt: skip
-    assert {out.observations[0].track.track_id for out in outs} == {"t1"} and stream.cuts == 0
+    assert len({out.observations[0].track.track_id for out in outs}) == 1 + cuts and stream.cuts == cuts
 
 
 def test_a_blurred_first_shot_neither_names_nor_blocks_naming() -> None:

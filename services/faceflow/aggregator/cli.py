@@ -41,7 +41,15 @@ def register(sub: Any) -> None:
     p.add_argument("--cross-stream", action="store_true", help="link anonymous identities across streams")
     p.add_argument("--publish-embeddings", action="store_true", help="put embeddings on the faces topic")
     p.add_argument(
-        "--match-threshold", type=float, help="embedding distance to join an identity (default 0.5)"
+        "--match-threshold",
+        type=float,
+        help="naming operating point: evidence distance to name a track as an enrolled person (default 0.55)",
+    )
+    p.add_argument(
+        "--name-margin", type=float, help="how much nearer than any other name it must be (default 0.05)"
+    )
+    p.add_argument(
+        "--anon-threshold", type=float, help="distance to join an anonymous identity (default 0.5)"
     )
     p.add_argument(
         "--checkpoint-frames", type=int, help="checkpoint a partition every this many frames (default 50)"
@@ -100,6 +108,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         cross_stream=True if args.cross_stream else None,
         publish_embeddings=True if args.publish_embeddings else None,
         match_threshold=args.match_threshold,
+        name_margin=args.name_margin,
+        anon_threshold=args.anon_threshold,
         checkpoint_frames=args.checkpoint_frames,
         grpc_host=args.grpc_host,
         grpc_port=args.grpc_port,

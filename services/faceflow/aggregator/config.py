@@ -58,8 +58,13 @@ class AggregatorConfig(ConfigMixin):
     cross_stream: bool = False
     #: Put embeddings on the public faces topic (privacy default: off).
     publish_embeddings: bool = False
-    #: Largest embedding distance at which a track joins an identity (dlib: same person < 0.4).
-    match_threshold: float = 0.5
+    #: The naming operating point: the largest evidence distance at which a track is named as an
+    #: enrolled or named person (calibrated on eval/: see docs/aggregator.md for the trade-off).
+    match_threshold: float = 0.55
+    #: The nearest other name must be at least this much farther, or the track stays unnamed.
+    name_margin: float = 0.05
+    #: Largest distance at which a track joins an anonymous identity (a returning stranger).
+    anon_threshold: float = 0.5
     #: A partition's streams are checkpointed after this many frames or seconds, whichever first.
     checkpoint_frames: int = 50
     checkpoint_interval_s: float = 5.0
@@ -94,9 +99,14 @@ class AggregatorConfig(ConfigMixin):
                 f"{self.grpc_workers - RESERVED_WORKERS} (each subscriber holds a gRPC thread; raise "
                 f"grpc_workers for more), got {self.max_subscribers}"
             )
-        if not 0 < self.match_threshold < 2:
+        for name in ("match_threshold", "anon_threshold"):
+            if not 0 < getattr(self, name) < 2:
+                raise AggregatorConfigError(
+                    f"{name}: expected a distance in (0, 2), got {getattr(self, name)!r}"
+                )
+        if not 0 <= self.name_margin < 2:
             raise AggregatorConfigError(
-                f"match_threshold: expected a distance in (0, 2), got {self.match_threshold!r}"
+                f"name_margin: expected a distance in [0, 2), got {self.name_margin!r}"
             )
         check_positive(self, ("checkpoint_interval_s", "grace_s"), error=AggregatorConfigError)
 

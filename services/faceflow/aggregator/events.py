@@ -109,6 +109,7 @@ def frame_in(message: analysis_pb2.FrameAnalysis) -> FrameIn:
         capture_ns=message.capture_time.ToNanoseconds(),
         faces=tuple(faces),
         end_of_stream=message.end_of_stream,
+        shot_start_seq=message.shot_start_seq,
     )
 
 

@@ -87,7 +87,10 @@ class AggregatorProcessor:
         self.restore = restore
         self.sync = sync
         self.stream_config = StreamConfig(
-            match_threshold=config.match_threshold, cross_stream=config.cross_stream
+            match_threshold=config.match_threshold,
+            name_margin=config.name_margin,
+            anon_threshold=config.anon_threshold,
+            cross_stream=config.cross_stream,
         )
         self.streams: OrderedDict[str, _Owned] = OrderedDict()
         self.partitions: dict[int, _PartitionState] = {}

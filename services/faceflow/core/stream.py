@@ -140,7 +140,8 @@ class FrameIn:
     capture_ns: int
     faces: tuple[FaceIn, ...] = ()
     end_of_stream: bool = False
-    #: seq of the first frame of this frame's shot (ingest's cut detector); 0 = unknown.
+    #: seq of the first frame of this frame's shot (ingest's cut detector); a change from the
+    #: stream's previous frame is a hard cut. Producers without a detector always send 0.
     shot_start_seq: int = 0
 
 
@@ -327,7 +328,7 @@ class StreamAnalytics:
         self.stream_ended = False
         self.last_capture_ns = 0
         self.total_tracks = 0
-        self.shot_start_seq = 0
+        self.shot_start_seq: int | None = None  # None: no frame seen yet
         self.cuts = 0
         self.policy = config.naming_policy()
 
@@ -344,10 +345,9 @@ class StreamAnalytics:
             return self._end(frame.seq, t)
         self.stream_ended = False
         lifecycle: list[LifecycleOut] = []
-        if frame.shot_start_seq:
-            if self.shot_start_seq and frame.shot_start_seq != self.shot_start_seq:
-                lifecycle.extend(self._cut(frame.seq))
-            self.shot_start_seq = frame.shot_start_seq
+        if self.shot_start_seq is not None and frame.shot_start_seq != self.shot_start_seq:
+            lifecycle.extend(self._cut(frame.seq))
+        self.shot_start_seq = frame.shot_start_seq
         self.frames += 1
         self.faces += len(frame.faces)
         qualities = [self._quality(face) for face in frame.faces]
@@ -752,7 +752,8 @@ class StreamAnalytics:
                 int(v) for v in snapshot["counts"]
             )
             stream.last_capture_ns = int(snapshot["last_capture_ns"])
-            stream.shot_start_seq, stream.cuts = (int(v) for v in snapshot.get("shot", (0, 0)))
+            shot, cuts = snapshot.get("shot", (None, 0))
+            stream.shot_start_seq, stream.cuts = (None if shot is None else int(shot)), int(cuts)
             stream.stream_ended = bool(snapshot["stream_ended"])
             stream.tracker = StreamTracker.restore(
                 config.tracker, snapshot["tracker"], stream_id=stream.stream_id
