@@ -78,6 +78,7 @@ def evidence_quality(box: npt.ArrayLike, score: float, keypoints5: npt.ArrayLike
         good_side_px=EVIDENCE_GOOD_SIDE_PX,
     )
 
+
 Float32Array = npt.NDArray[np.float32]
 
 
