@@ -58,6 +58,9 @@ def held(identity_id: str, name: str = "", distance: float = 0.3) -> IdentityMat
         (held("own"), cands(own=(0.0, ""), a=(0.40, "Ann")), "own", set(), 1.0, "a", "named"),
         (held("own"), cands(own=(0.0, ""), x=(0.30, "")), "own", {"x"}, 1.0, "own", "kept"),  # co-occurs
         (None, cands(x=(0.45, "")), None, set(), 1.0, "x", "returning"),
+        # a stranger seen before (x, clearly nearer) is not named after a look-alike
+        (None, cands(x=(0.25, ""), a=(0.53, "Ann"), b=(0.70, "Bob")), None, set(), 1.0, "x", "returning"),
+        (None, cands(x=(0.45, ""), a=(0.48, "Ann"), b=(0.70, "Bob")), None, set(), 1.0, "a", "named"),
     ],
 )
 def test_decide(
@@ -114,3 +117,24 @@ def test_evidence_snapshot_round_trips_and_old_snapshots_restore_with_weight_one
     assert TrackIdentity.restore(snap).snapshot() == snap
     del snap["weights"]
     assert np.allclose(TrackIdentity.restore(snap).weights(), [1.0])
+
+
+def test_gallery_evidence_is_the_weighted_median_over_the_tracks_descriptors() -> None:
+    from faceflow.core.identity import Gallery, IdentityEntry  # noqa: PLC0415
+
+    ann = unit(1)
+    gallery = Gallery()
+    gallery.put(
+        IdentityEntry(
+            identity_id="id-ann", name="Ann", kind=IdentityKind.ENROLLED, embeddings=ann[None],
+            origin_stream="", source="photo", created_s=0.0, updated_s=0.0, last_seen_s=0.0,
+        )
+    )  # fmt: skip
+    away = [ann + d * unit(10 + i) for i, d in enumerate((0.2, 0.6, 0.9))]
+    dist = [float(np.linalg.norm(v - ann)) for v in away]
+    even = gallery.evidence(away[:2], [1.0, 1.0], stream_id="cam", cross_stream=False)
+    assert even.distances[0] == pytest.approx(np.median(dist[:2]))  # not the nearer of the two
+    weighted = gallery.evidence(away, [0.1, 0.1, 0.9], stream_id="cam", cross_stream=False)
+    assert weighted.distances[0] == pytest.approx(dist[2])  # the good shot outweighs two poor ones
+    with pytest.raises(ValueError, match="weights: expected 2 finite weights > 0"):
+        gallery.evidence(away[:2], [1.0, 0.0], stream_id="cam", cross_stream=False)

@@ -401,6 +401,9 @@ class Candidates:
     distances: FloatArray
     known: npt.NDArray[np.bool_]
     names: tuple[str, ...]
+    #: id -> position, and one int per identity standing for its name (equal names, equal codes)
+    positions: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    name_codes: npt.NDArray[np.int64] = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +417,9 @@ class _Index:
     known: npt.NDArray[np.bool_]  # [N] ENROLLED or NAMED
     origin: npt.NDArray[np.int64]  # [N] code of origin_stream
     origin_codes: dict[str, int]
+    names: tuple[str, ...]  # [N]
+    name_codes: npt.NDArray[np.int64]  # [N] equal names, equal codes
+    positions: dict[str, int]  # id -> position
 
 
 class Gallery:
@@ -582,7 +588,11 @@ class Gallery:
         origin = np.array([codes.setdefault(e.origin_stream, len(codes)) for e in entries], dtype=np.int64)
         known = np.array([e.kind is not IdentityKind.ANONYMOUS for e in entries], dtype=bool)
         sq = np.einsum("ij,ij->i", exemplars.astype(np.float64), exemplars.astype(np.float64))
-        self._index = _Index(ids, exemplars, sq, starts, known, origin, codes)
+        names = tuple(e.name for e in entries)
+        name_ids: dict[str, int] = {}
+        name_codes = np.array([name_ids.setdefault(n, len(name_ids)) for n in names], dtype=np.int64)
+        positions = {identity_id: k for k, identity_id in enumerate(ids)}
+        self._index = _Index(ids, exemplars, sq, starts, known, origin, codes, names, name_codes, positions)
         return self._index
 
     def distances(self, embeddings: npt.ArrayLike) -> dict[str, float]:
@@ -631,13 +641,17 @@ class Gallery:
         per_identity = np.minimum.reduceat(np.sqrt(np.maximum(sq, 0.0)), index.starts, axis=1)  # [k,N]
         order = np.argsort(per_identity, axis=0, kind="stable")
         cum = np.cumsum(w[order], axis=0)
-        half = np.argmax(cum >= 0.5 * cum[-1], axis=0)
-        dist = np.take_along_axis(per_identity, order, axis=0)[half, np.arange(len(index.ids))]
+        half = 0.5 * cum[-1]
+        # the weighted median: the mean of the lower and the upper one (np.median for equal weights)
+        lower = np.argmax(cum >= half * (1 - 1e-12), axis=0)
+        upper = np.argmax(cum > half * (1 + 1e-12), axis=0)
+        ranked = np.take_along_axis(per_identity, order, axis=0)
+        cols = np.arange(len(index.ids))
+        dist = 0.5 * (ranked[lower, cols] + ranked[upper, cols])
         if not cross_stream:
             code = index.origin_codes.get(stream_id, -1)
             dist = np.where(index.known | (index.origin == code), dist, np.inf)
-        names = tuple(self._entries[i].name for i in index.ids)
-        return Candidates(index.ids, dist, index.known.copy(), names)
+        return Candidates(index.ids, dist, index.known.copy(), index.names, index.positions, index.name_codes)
 
     def match(
         self,

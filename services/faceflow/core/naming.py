@@ -18,7 +18,8 @@ missed name. So a track is not named from one frame but from everything it has s
      never candidates: two faces of one frame are two people;
   3. a known (enrolled or named) identity names the track when its distance is at most
      ``name_threshold`` *and* the nearest known identity of another name is at least
-     ``name_margin`` farther (an ambiguous face stays unnamed);
+     ``name_margin`` farther (an ambiguous face stays unnamed) *and* no anonymous identity is
+     more than ``name_margin`` nearer (a stranger seen before is not named after a look-alike);
   4. a named track changes its name only on clearly stronger evidence (``switch_margin``), and
      loses it when its evidence drifts past ``name_threshold + release_margin``;
   5. otherwise an anonymous identity of the stream within ``anon_threshold`` (stricter: two
@@ -142,10 +143,11 @@ def decide(
     """
     dist = candidates.distances.copy()
     ids = candidates.ids
-    for k, identity_id in enumerate(ids):
-        if identity_id in forbidden or identity_id == own:
+    pos = candidates.positions or {identity_id: k for k, identity_id in enumerate(ids)}
+    for identity_id in (*forbidden, own):
+        k = pos.get(identity_id) if identity_id is not None else None
+        if k is not None:
             dist[k] = np.inf
-    pos = {identity_id: k for k, identity_id in enumerate(ids)}
     if current is not None and current.identity_id in forbidden:
         return Decision(None, "cannot-link")
     if evidence < policy.min_evidence:
@@ -156,9 +158,19 @@ def decide(
     if known.any():
         kd = np.where(known, dist, np.inf)
         k1 = int(np.argmin(kd))
-        others = np.where(known & (np.asarray(candidates.names) != candidates.names[k1]), dist, np.inf)
-        runner_up = float(others.min()) if others.size else math.inf
-        if kd[k1] <= policy.name_threshold and runner_up - kd[k1] >= policy.name_margin:
+        codes = candidates.name_codes
+        if codes.shape[0] == len(ids):
+            other_name = codes != codes[k1]
+        else:
+            other_name = np.asarray(candidates.names) != candidates.names[k1]
+        runner_up = float(np.where(known & other_name, dist, np.inf).min())
+        # a stranger's own earlier anonymous identity, clearly nearer, says it is not this person
+        anonymous = float(np.where(~candidates.known, dist, np.inf).min()) if len(ids) else math.inf
+        if (
+            kd[k1] <= policy.name_threshold
+            and runner_up - kd[k1] >= policy.name_margin
+            and kd[k1] <= anonymous + policy.name_margin
+        ):
             best_known = k1
     if held and current is not None and candidates.known[pos[current.identity_id]]:
         dc = float(candidates.distances[pos[current.identity_id]])

@@ -366,7 +366,7 @@ class StreamAnalytics:
         removes: list[str] = []
         resolved: list[str] = []
         present = list(dict.fromkeys(update.assignments))
-        evidence: list[tuple[float, str]] = []
+        evidence: list[tuple[float, str, bool]] = []
         for face, q, track_id in zip(frame.faces, qualities, update.assignments, strict=True):
             track = self.tracks.get(track_id)
             if track is None:
@@ -382,11 +382,12 @@ class StreamAnalytics:
                 del track.cooccur[next(iter(track.cooccur))]
             if face.analyzed and face.embedding is not None:
                 dq = evidence_quality(face.box, face.score, face.keypoints5)
-                track.identity.add(face.embedding, dq)
-                evidence.append((dq, track_id))
-        # the best evidence of the frame decides first: a weaker face cannot take its identity
-        for _, track_id in sorted(evidence, key=lambda e: -e[0]):
-            if self._resolve(self.tracks[track_id], frame.seq, present, puts, removes):
+                held = track.identity.add(face.embedding, dq)
+                evidence.append((dq, track_id, held and dq >= self.policy.min_quality))
+        # the best evidence of the frame decides first (each decision forbids the identities the
+        # frame's other tracks hold at that moment)
+        for _, track_id, grow in sorted(evidence, key=lambda e: -e[0]):
+            if self._resolve(self.tracks[track_id], frame.seq, present, puts, removes, grow=grow):
                 resolved.append(track_id)
         resolved.extend(t for t in self._distinct(present, frame.seq, puts) if t not in resolved)
         for track_id in update.started:
@@ -478,7 +479,14 @@ class StreamAnalytics:
         return out
 
     def _resolve(
-        self, track: _Track, seq: int, present: list[str], puts: list[IdentityEntry], removes: list[str]
+        self,
+        track: _Track,
+        seq: int,
+        present: list[str],
+        puts: list[IdentityEntry],
+        removes: list[str],
+        *,
+        grow: bool,
     ) -> bool:
         """Decide ``track``'s identity from its evidence (:func:`faceflow.core.naming.decide`);
         True when its identity changed.
@@ -548,8 +556,7 @@ class StreamAnalytics:
         if linked is not None:
             self.gallery.touch(linked.identity_id, now)
             grown_from = self.gallery.get(linked.identity_id)
-            latest_ok = len(weights) > 0 and track.identity.weights()[-1] >= policy.min_quality
-            if grown_from is not None and grown_from.kind is not IdentityKind.ENROLLED and latest_ok:
+            if grown_from is not None and grown_from.kind is not IdentityKind.ENROLLED and grow:
                 grown = add_exemplars(
                     grown_from,
                     track.identity.descriptors()[-1:],
