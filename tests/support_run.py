@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from html.parser import HTMLParser
@@ -28,6 +29,7 @@ from faceflow.models.contract import (
     VISIBILITY_POINTS,
 )
 from faceflow.run.events_json import event_to_json
+from faceflow.runtime.settings import DevSettings
 from faceflow.v1 import common_pb2, face_event_pb2
 
 Box = tuple[float, float, float, float]
@@ -510,3 +512,14 @@ def parse(document: str) -> Page:
     page.feed(document)
     page.close()
     return page
+
+
+def run_env(runtime: DevSettings) -> dict[str, str]:
+    """The environment of a ``faceflow run`` subprocess that uses the test session's broker and
+    Triton as external components and its home (so nothing else is started or downloaded)."""
+    return dict(
+        os.environ,
+        FACEFLOW_KAFKA_BOOTSTRAP=runtime.kafka_bootstrap,
+        FACEFLOW_TRITON_URL=runtime.triton_grpc_url,
+        FACEFLOW_HOME=str(runtime.home),
+    )

@@ -10,7 +10,6 @@ the woman are enrolled from frames that are not in the clip. The ground truth wa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support_run import run_env
 
 from faceflow.runtime.settings import DevSettings
 
@@ -55,12 +55,7 @@ def interview(runtime: DevSettings, tmp_path_factory: pytest.TempPathFactory) ->
         capture_output=True,
         text=True,
         timeout=900,
-        env=dict(
-            os.environ,
-            FACEFLOW_KAFKA_BOOTSTRAP=runtime.kafka_bootstrap,
-            FACEFLOW_TRITON_URL=runtime.triton_grpc_url,
-            FACEFLOW_HOME=str(runtime.home),
-        ),
+        env=run_env(runtime),
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -7,7 +7,6 @@ one frame's trace runs through every process."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import av
 import jsonschema
 import pytest
-from support_run import CHROMIUM, INSTALL_HINT, parse
+from support_run import CHROMIUM, INSTALL_HINT, parse, run_env
 
 from faceflow.run.democlip import DEMO, generate_clip
 from faceflow.run.events_json import load_schema
@@ -28,17 +27,6 @@ from faceflow.runtime.settings import DevSettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FACEFLOW = str(Path(sys.executable).parent / "faceflow")
-
-
-def env_for(runtime: DevSettings) -> dict[str, str]:
-    """The run uses the test session's broker and Triton as external components."""
-    env = dict(
-        os.environ,
-        FACEFLOW_KAFKA_BOOTSTRAP=runtime.kafka_bootstrap,
-        FACEFLOW_TRITON_URL=runtime.triton_grpc_url,
-    )
-    env["FACEFLOW_HOME"] = str(runtime.home)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +55,7 @@ def finished(
         capture_output=True,
         text=True,
         timeout=600,
-        env=env_for(runtime),
+        env=run_env(runtime),
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -206,7 +194,7 @@ def test_ctrl_c_stops_cleanly_and_still_writes_what_it_has(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env_for(runtime),
+        env=run_env(runtime),
     )
     deadline = time.monotonic() + 240
     while not (out / "faces.jsonl").exists() or (out / "faces.jsonl").stat().st_size < 20_000:

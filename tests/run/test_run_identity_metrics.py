@@ -6,14 +6,13 @@ the ground truth and each other, not thresholds."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from support_run import parse
+from support_run import parse, run_env
 
 from faceflow.run.democlip import DEMO, GroundTruth, generate_clip
 from faceflow.run.scoring import IDENTITY_HEADLINE
@@ -22,16 +21,6 @@ from faceflow.runtime.settings import DevSettings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FACEFLOW = str(Path(sys.executable).parent / "faceflow")
-
-
-def env_for(runtime: DevSettings) -> dict[str, str]:
-    """The run uses the test session's broker and Triton as external components (as test_run_e2e)."""
-    return dict(
-        os.environ,
-        FACEFLOW_KAFKA_BOOTSTRAP=runtime.kafka_bootstrap,
-        FACEFLOW_TRITON_URL=runtime.triton_grpc_url,
-        FACEFLOW_HOME=str(runtime.home),
-    )
 
 
 def test_run_with_ground_truth_writes_identity_metrics(runtime: DevSettings, tmp_path: Path) -> None:
@@ -54,7 +43,7 @@ def test_run_with_ground_truth_writes_identity_metrics(runtime: DevSettings, tmp
         capture_output=True,
         text=True,
         timeout=600,
-        env=env_for(runtime),
+        env=run_env(runtime),
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -33,7 +33,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -250,12 +250,20 @@ def _check_threshold(iou_threshold: float) -> float:
     return float(iou_threshold)
 
 
-def _frames(frames: Iterable[EvalFrame]) -> list[EvalFrame]:
+_F = TypeVar("_F")
+
+
+def _checked_frames(frames: Iterable[_F], kind: type[_F]) -> list[_F]:
+    """``frames`` as a list, every element of type ``kind`` (else TypeError naming its index)."""
     out = list(frames)
     for i, frame in enumerate(out):
-        if not isinstance(frame, EvalFrame):
-            raise TypeError(f"frames[{i}]: expected an EvalFrame, got {type(frame).__name__}")
+        if not isinstance(frame, kind):
+            raise TypeError(f"frames[{i}]: expected an {kind.__name__}, got {type(frame).__name__}")
     return out
+
+
+def _frames(frames: Iterable[EvalFrame]) -> list[EvalFrame]:
+    return _checked_frames(frames, EvalFrame)
 
 
 def _identity_tp(pair_tp: dict[tuple[str, str], int]) -> int:

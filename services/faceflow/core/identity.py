@@ -604,13 +604,17 @@ class Gallery:
         return {i: float(d) for i, d in zip(index.ids, dist, strict=True)}
 
     @staticmethod
-    def _robust_distances(query: Float32Array, index: _Index) -> FloatArray:
+    def _nearest_exemplar(query: Float32Array, index: _Index) -> FloatArray:
+        """[k,N]: each query descriptor's distance to the nearest exemplar of each identity."""
         cross = (query @ index.exemplars.T).astype(np.float64)  # [k,M]
         q64 = query.astype(np.float64)
         sq = np.einsum("ij,ij->i", q64, q64)[:, None] + index.sq_norms[None, :] - 2.0 * cross
-        per_exemplar = np.sqrt(np.maximum(sq, 0.0))
-        per_identity = np.minimum.reduceat(per_exemplar, index.starts, axis=1)  # [k,N]
-        out: FloatArray = np.median(per_identity, axis=0)
+        out: FloatArray = np.minimum.reduceat(np.sqrt(np.maximum(sq, 0.0)), index.starts, axis=1)
+        return out
+
+    @classmethod
+    def _robust_distances(cls, query: Float32Array, index: _Index) -> FloatArray:
+        out: FloatArray = np.median(cls._nearest_exemplar(query, index), axis=0)
         return out
 
     def evidence(
@@ -635,10 +639,7 @@ class Gallery:
         index = self._ensure_index()
         if not index.ids:
             return Candidates((), np.zeros(0), np.zeros(0, bool), ())
-        cross = (query @ index.exemplars.T).astype(np.float64)
-        q64 = query.astype(np.float64)
-        sq = np.einsum("ij,ij->i", q64, q64)[:, None] + index.sq_norms[None, :] - 2.0 * cross
-        per_identity = np.minimum.reduceat(np.sqrt(np.maximum(sq, 0.0)), index.starts, axis=1)  # [k,N]
+        per_identity = self._nearest_exemplar(query, index)  # [k,N]
         order = np.argsort(per_identity, axis=0, kind="stable")
         cum = np.cumsum(w[order], axis=0)
         half = 0.5 * cum[-1]

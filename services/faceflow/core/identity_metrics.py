@@ -64,7 +64,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from faceflow.core.evaluation import EvalFrame, _check_threshold, _identity_tp, _match_frame, evaluate
+from faceflow.core.evaluation import (
+    EvalFrame,
+    _check_threshold,
+    _checked_frames,
+    _identity_tp,
+    _match_frame,
+    evaluate,
+)
 from faceflow.core.geometry import as_box
 
 logger = logging.getLogger(__name__)
@@ -363,11 +370,7 @@ class IdentityMetrics:
 
 
 def _frames(frames: Iterable[IdentityFrame]) -> list[IdentityFrame]:
-    out = list(frames)
-    for i, frame in enumerate(out):
-        if not isinstance(frame, IdentityFrame):
-            raise TypeError(f"frames[{i}]: expected an IdentityFrame, got {type(frame).__name__}")
-    return out
+    return _checked_frames(frames, IdentityFrame)
 
 
 def _enrolled(enrolled: Collection[str]) -> frozenset[str]:

@@ -669,24 +669,24 @@ class StreamAnalytics:
             self.ended.popitem(last=False)
         return [LifecycleOut("track_ended", track.summary(self.gallery))] if track.started else []
 
+    def _end_every_track(self, reason: str) -> list[LifecycleOut]:
+        lifecycle: list[LifecycleOut] = []
+        for track_id, ended_reason in self.tracker.end_all(reason):
+            lifecycle.extend(self._finish(track_id, ended_reason))
+        for track_id in list(self.tracks):  # tentative tracks the tracker no longer knew
+            lifecycle.extend(self._finish(track_id, reason))
+        return lifecycle
+
     def _cut(self, seq: int) -> list[LifecycleOut]:
         """A hard cut: every track ends (a track never continues into another shot on motion);
         identities carry people across it."""
         self.cuts += 1
-        lifecycle: list[LifecycleOut] = []
-        for track_id, reason in self.tracker.end_all("cut"):
-            lifecycle.extend(self._finish(track_id, reason))
-        for track_id in list(self.tracks):
-            lifecycle.extend(self._finish(track_id, "cut"))
+        lifecycle = self._end_every_track("cut")
         logger.debug("stream %s seq %s: shot cut, %d tracks ended", self.stream_id, seq, len(lifecycle))
         return lifecycle
 
     def _end(self, seq: int, t: float) -> FrameOut:
-        lifecycle: list[LifecycleOut] = []
-        for track_id, reason in self.tracker.end_all("end_of_stream"):
-            lifecycle.extend(self._finish(track_id, reason))
-        for track_id in list(self.tracks):  # tentative tracks the tracker no longer knew
-            lifecycle.extend(self._finish(track_id, "end_of_stream"))
+        lifecycle = self._end_every_track("end_of_stream")
         lifecycle.append(LifecycleOut("stream_ended", None))
         self.stream_ended = True
         return FrameOut(seq=seq, lifecycle=tuple(lifecycle))
