@@ -19,6 +19,16 @@ from faceflow.errors import FaceflowError
 
 Handler = Callable[[argparse.Namespace], int]
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """``--log-level``'s type: a level name in any case; anything else is a usage error."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
 
 def build_parser() -> argparse.ArgumentParser:
     from faceflow.aggregator import cli as aggregator_cli  # noqa: PLC0415
@@ -37,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("FACEFLOW_LOG_LEVEL", "WARNING"),
+        type=log_level,
         help="logging level (default: $FACEFLOW_LOG_LEVEL or WARNING)",
     )
     parser.add_argument("--debug", action="store_true", help="show stack traces for errors")
@@ -49,14 +60,41 @@ def build_parser() -> argparse.ArgumentParser:
     run_cli.register(sub)
     democlip.register(sub)
     watch.register(sub)
+    _accept_globals_everywhere(parser)
     return parser
+
+
+def _accept_globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--log-level`` and ``--debug`` follow any subcommand too (``faceflow dev up --debug``).
+
+    Operators' scripts put them where they read best. The subcommands' copies default to
+    ``SUPPRESS``, so a value given before the subcommand is kept unless repeated after it.
+    """
+    # argparse has no public walk of its subparsers.
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            child.add_argument(
+                "--log-level",
+                default=argparse.SUPPRESS,
+                type=log_level,
+                help="logging level (as before the subcommand)",
+            )
+            child.add_argument(
+                "--debug",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show stack traces for errors",
+            )
+            _accept_globals_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=str(args.log_level).upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
