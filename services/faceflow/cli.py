@@ -31,6 +31,7 @@ def log_level(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from faceflow import schema  # noqa: PLC0415
     from faceflow.aggregator import cli as aggregator_cli  # noqa: PLC0415
     from faceflow.analyzer import cli as analyzer_cli  # noqa: PLC0415
     from faceflow.ingest import cli as ingest_cli  # noqa: PLC0415
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cli.register(sub)
     democlip.register(sub)
     watch.register(sub)
+    schema.register(sub)
     _accept_globals_everywhere(parser)
     return parser
 
