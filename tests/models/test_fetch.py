@@ -134,7 +134,7 @@ def test_resume_after_the_process_was_killed(hub: FakeHub, tmp_path: Path) -> No
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, "fetch", "--out", str(tmp_path)],
+        [sys.executable, "-c", script, "fetch", "--out", str(tmp_path), "--sha256", "hub"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -320,7 +320,9 @@ def test_request_validation(kwargs: dict[str, str], error: str | None) -> None:
 def test_cli_print_path(hub: FakeHub, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     register_fetch(parser.add_subparsers())
-    args = parser.parse_args(["fetch", "--out", str(tmp_path), "--print-path", "--revision", "v1.0"])
+    args = parser.parse_args(
+        ["fetch", "--out", str(tmp_path), "--print-path", "--revision", "v1.0", "--sha256", "HUB"]
+    )
     assert args.handler(args) == 0
     out = capfd.readouterr()
     assert out.out == f"{tmp_path / ('facexformer-' + hub.sha256[:12] + '.pt')}\n"
@@ -335,3 +337,31 @@ def test_cli_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     register_fetch(parser.add_subparsers())
     args = parser.parse_args(["fetch"])
     assert (args.revision, args.sha256, args.out) == ("v1.0", "ab" * 32, Path("/models/weights"))
+
+
+def test_cli_pins_the_released_checkpoint_by_default(hub: FakeHub, tmp_path: Path) -> None:
+    """The fake hub serves other bytes under the released name: the default CLI refuses them unread."""
+    parser = argparse.ArgumentParser()
+    register_fetch(parser.add_subparsers())
+    args = parser.parse_args(["fetch", "--out", str(tmp_path)])
+    with pytest.raises(
+        ChecksumError, match=rf"has sha256 {hub.sha256} on the hub, but --sha256 pins {fetch.RELEASED_SHA256}"
+    ):
+        args.handler(args)
+    assert hub.served("cdn") == []
+    assert not list(tmp_path.glob("facexformer-*.pt"))
+
+
+@pytest.mark.parametrize(
+    ("given", "repo_id", "filename", "pin"),
+    [
+        (None, REPO, FILE, fetch.RELEASED_SHA256),
+        ("hub", REPO, FILE, None),
+        (" Hub ", REPO, FILE, None),
+        ("ab" * 32, REPO, FILE, "ab" * 32),
+        (None, "someone/else", FILE, None),
+        (None, REPO, "ckpts/other.pt", None),
+    ],
+)
+def test_cli_pin(given: str | None, repo_id: str, filename: str, pin: str | None) -> None:
+    assert fetch.cli_pin(given, repo_id=repo_id, filename=filename) == pin

@@ -57,6 +57,12 @@ RECORD_NAME: Final[str] = "facexformer.json"
 PARTIAL_DIR: Final[str] = ".partial"
 QUARANTINE_DIR: Final[str] = "quarantine"
 DEFAULT_ENDPOINT: Final[str] = "https://huggingface.co"
+#: sha256 of the released ``kartiknarayan/facexformer`` ``ckpts/model.pt``, from a public record
+#: independent of the hub. ``faceflow models fetch`` pins it by default, so a hub that serves other
+#: bytes under that name (a moved branch, a compromised account) is refused before any download.
+RELEASED_SHA256: Final[str] = "327a755849ba64d336fb96589ff87b27e84a12be1ecf8bcfaa503d66f803286d"
+#: ``--sha256 hub``: trust the hub's LFS ETag instead of a pin (another file, a new release).
+TRUST_HUB: Final[str] = "hub"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -433,8 +439,9 @@ def register_fetch(models_subparsers: Any) -> None:
     p.add_argument(
         "--sha256",
         default=env.get("FACEFLOW_FACEXFORMER_SHA256") or None,
-        help="expected sha256 of the file (default $FACEFLOW_FACEXFORMER_SHA256; without it the hub's "
-        "LFS ETag is checked and the result is recorded)",
+        help="expected sha256 of the file (default $FACEFLOW_FACEXFORMER_SHA256, else the released "
+        f"checkpoint's {RELEASED_SHA256[:12]}... for the default repository and file); "
+        f"'{TRUST_HUB}': check the hub's LFS ETag instead and record what came",
     )
     p.add_argument("--refresh", action="store_true", help="resolve the revision again (e.g. a moved main)")
     p.add_argument(
@@ -443,6 +450,16 @@ def register_fetch(models_subparsers: Any) -> None:
         help="print only the checkpoint's path on stdout (messages go to stderr)",
     )
     p.set_defaults(handler=_fetch)
+
+
+def cli_pin(sha256: str | None, *, repo_id: str, filename: str) -> str | None:
+    """The pin the CLI fetches with: the one given; ``hub`` -> none; none -> the released one
+    when the default repository and file are asked for."""
+    if sha256 is not None and sha256.strip().lower() == TRUST_HUB:
+        return None
+    if sha256 is None and (repo_id, filename) == (DEFAULT_REPO_ID, DEFAULT_FILENAME):
+        return RELEASED_SHA256
+    return sha256
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -456,7 +473,7 @@ def _fetch(args: argparse.Namespace) -> int:
         repo_id=args.repo_id,
         filename=args.filename,
         revision=args.revision,
-        sha256=args.sha256,
+        sha256=cli_pin(args.sha256, repo_id=args.repo_id, filename=args.filename),
         refresh=args.refresh,
     )
     record = fetch_checkpoint(request, say=say)
