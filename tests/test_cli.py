@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from faceflow.cli import build_parser, main
@@ -29,28 +31,21 @@ def test_global_flags_anywhere(
 def test_every_leaf_subcommand_accepts_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FACEFLOW_LOG_LEVEL", raising=False)
     parser = build_parser()
-    leaves: list[list[str]] = []
+    leaves: list[tuple[list[str], argparse.ArgumentParser]] = []
 
-    def walk(p: object, path: list[str]) -> None:
-        subs = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]  # type: ignore[attr-defined]
+    def walk(p: argparse.ArgumentParser, path: list[str]) -> None:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         if not subs:
-            leaves.append(path)
+            leaves.append((path, p))
         for action in subs:
             for name, child in action.choices.items():
                 walk(child, [*path, name])
 
     walk(parser, [])
     assert len(leaves) > 10
-    for path in leaves:
-        option_strings = {s for a in parser_for(parser, path)._actions for s in a.option_strings}
+    for path, leaf in leaves:
+        option_strings = {s for a in leaf._actions for s in a.option_strings}
         assert {"--log-level", "--debug"} <= option_strings, path
-
-
-def parser_for(parser: object, path: list[str]) -> object:
-    for name in path:
-        action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")  # type: ignore[attr-defined]
-        parser = action.choices[name]
-    return parser
 
 
 def test_bad_log_level_is_a_usage_error_not_a_trace(

@@ -58,15 +58,17 @@ _FILES: Final[tuple[FileDescriptor, ...]] = tuple(
     )
 )
 
-#: Topic -> (value message, key). Topics not listed carry no protobuf value of ours (the
-#: aggregator's state topic holds zlib-compressed JSON checkpoints, internal to the aggregator).
-TOPIC_MESSAGES: Final[dict[str, tuple[str, str]]] = {
-    topics.FRAMES.name: (frame_pb2.Frame.DESCRIPTOR.full_name, "stream_id, UTF-8"),
-    topics.ANALYSES.name: (analysis_pb2.FrameAnalysis.DESCRIPTOR.full_name, "stream_id, UTF-8"),
-    topics.FACES.name: (face_event_pb2.FaceEvent.DESCRIPTOR.full_name, "stream_id, UTF-8"),
+#: Topic -> (value message, key, whether its records carry headers). Topics not listed carry no
+#: protobuf value of ours (the aggregator's state topic holds zlib-compressed JSON checkpoints,
+#: internal to the aggregator). The gallery writes its records without headers.
+TOPIC_MESSAGES: Final[dict[str, tuple[str, str, bool]]] = {
+    topics.FRAMES.name: (frame_pb2.Frame.DESCRIPTOR.full_name, "stream_id, UTF-8", True),
+    topics.ANALYSES.name: (analysis_pb2.FrameAnalysis.DESCRIPTOR.full_name, "stream_id, UTF-8", True),
+    topics.FACES.name: (face_event_pb2.FaceEvent.DESCRIPTOR.full_name, "stream_id, UTF-8", True),
     topics.IDENTITIES.name: (
         identity_pb2.IdentityRecord.DESCRIPTOR.full_name,
         "identity id, UTF-8; a null value is a tombstone (the identity was forgotten)",
+        False,
     ),
 }
 
@@ -114,11 +116,10 @@ def topic_manifest() -> dict[str, object]:
                 "topic": name,
                 "value": message,
                 "key": key,
-                # The gallery writes its records without headers.
-                "headers": {} if name == topics.IDENTITIES.name else _headers(message),
+                "headers": _headers(message) if has_headers else {},
                 "purpose": topics.by_name(name).purpose,
             }
-            for name, (message, key) in TOPIC_MESSAGES.items()
+            for name, (message, key, has_headers) in TOPIC_MESSAGES.items()
         ],
     }
 
