@@ -200,8 +200,13 @@ def test_a_stalled_sink_bounds_the_queue_and_counts_drops() -> None:
     runner, _, metrics = run(
         memory(200, live=True, disconnect_after=200), uri="rtsp://cam/x", sink=SlowSink(), wait=False
     )
+    # frames_decoded counts a frame before it is encoded and queued, so wait on the drops themselves:
+    # with one frame held by the stalled sink and the queue full, every further frame drops the oldest.
+    expected_drops = 200 - CONFIG.queue_size - 1
     wait_until(
-        lambda: runner.snapshot().frames_decoded >= 200, what="200 frames decoded while the sink stalls"
+        lambda: runner.snapshot().frames_decoded >= 200
+        and metrics.dropped_total("cam", DropCause.QUEUE_OLDEST) >= expected_drops,
+        what=f"200 frames decoded and {expected_drops} dropped while the sink stalls",
     )
     depths.append(runner.snapshot().queue_depth)
     stats = runner.queue.stats()
@@ -210,7 +215,7 @@ def test_a_stalled_sink_bounds_the_queue_and_counts_drops() -> None:
     assert runner.join(10)
     assert stats.high_watermark <= CONFIG.queue_size
     assert max(depths) <= CONFIG.queue_size
-    assert metrics.dropped_total("cam", DropCause.QUEUE_OLDEST) >= 200 - CONFIG.queue_size - 1
+    assert metrics.dropped_total("cam", DropCause.QUEUE_OLDEST) >= expected_drops
     assert sent == sorted(sent)
 
 
