@@ -336,7 +336,7 @@ def fetch_checkpoint(request: FetchRequest, *, say: Say = lambda _msg: None) -> 
     if request.sha256 is not None and hub_sha is not None and hub_sha != request.sha256:
         raise ChecksumError(
             f"{request.repo_id} {request.filename} at {commit[:12]} has sha256 {hub_sha} on the hub, but "
-            f"--sha256 pins {request.sha256}: pass the --revision that holds the pinned file, or fix the pin"
+            f"{_pin_words(request.sha256)}"
         )
 
     partial = out / PARTIAL_DIR / f"{re.sub(r'[^A-Za-z0-9]', '_', meta.etag)}.part"
@@ -450,6 +450,16 @@ def register_fetch(models_subparsers: Any) -> None:
         help="print only the checkpoint's path on stdout (messages go to stderr)",
     )
     p.set_defaults(handler=_fetch)
+
+
+def _pin_words(pin: str) -> str:
+    """What a mismatch says about where the pin came from and how to get past it."""
+    if pin == RELEASED_SHA256:
+        return (
+            f"the released checkpoint is pinned to {pin}: pass the --revision that holds it, or "
+            f"--sha256 {TRUST_HUB} to trust the hub's file (another release), or --sha256 <hex> to pin it"
+        )
+    return f"--sha256 pins {pin}: pass the --revision that holds the pinned file, or fix the pin"
 
 
 def cli_pin(sha256: str | None, *, repo_id: str, filename: str) -> str | None:
