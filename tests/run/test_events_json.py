@@ -343,6 +343,17 @@ def test_jsonl_writer_appends_and_flushes_each_line(tmp_path: Any) -> None:
     assert json.loads(lines[1]) == {"type": "note"}
 
 
+def test_a_new_jsonl_writer_replaces_the_last_runs_file(tmp_path: Any) -> None:
+    """`faceflow run --out DIR` twice: the second faces.jsonl holds the second run's events only."""
+    path = tmp_path / "faces.jsonl"
+    with JsonlWriter(path) as first:
+        first.write({"run": 1})
+        first.write({"run": 1})
+    with JsonlWriter(path) as second:
+        second.write({"run": 2})
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"run": 2}]
+
+
 def test_jsonl_writer_refuses_nan_and_non_objects(tmp_path: Any) -> None:
     with JsonlWriter(tmp_path / "f.jsonl") as writer:
         with pytest.raises(ValueError, match="Out of range float"):

@@ -303,15 +303,17 @@ def dumps_line(obj: Mapping[str, Any]) -> str:
 
 
 class JsonlWriter:
-    """Appends JSON objects to a file, one line each, flushed per line (a crash loses no written line).
+    """Writes JSON objects to a file, one line each, flushed per line (a crash loses no written line).
 
     Use as a context manager, or call :meth:`close`. The parent folder is created. Lines are UTF-8.
+    An existing file is replaced unless ``append``: a second ``faceflow run --out DIR`` must not leave
+    the first run's events in front of its own (the report and summary count only this run's).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = self._path.open("a", encoding="utf-8")
+        self._file: IO[str] | None = self._path.open("a" if append else "w", encoding="utf-8")
         self._lines = 0
 
     @property
@@ -378,7 +380,7 @@ def write_jsonl(
 
     Returns the number of lines written.
     """
-    with JsonlWriter(path) as writer:
+    with JsonlWriter(path, append=True) as writer:
         for event in events:
             if isinstance(event, face_event_pb2.FaceEvent):
                 writer.write_event(
