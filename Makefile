@@ -10,9 +10,11 @@ BIN    := .cache/bin
 BUF    := $(BIN)/buf
 BUF_VERSION := v1.75.0
 STAMP  := $(VENV)/.faceflow-installed
+# The last released wire contract (a buf image of protos/): `make lint` refuses breaking changes to it.
+PROTO_BASELINE := protos/releases/v0.1.0.binpb
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
+.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -81,6 +83,7 @@ lint: venv tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(BUF) lint
+	$(BUF) breaking --against $(PROTO_BASELINE)
 	$(PY) -m faceflow.protogen --check
 
 format: venv
@@ -89,6 +92,13 @@ format: venv
 
 protos: venv
 	$(PY) -m faceflow.protogen
+
+# The released wire contract that `make lint` holds protos/ to (`buf breaking`). At a release that
+# may break it on purpose (a new major package), write the new baseline: make protos-release VERSION=0.2.0
+protos-release: tools
+	@test -n "$(VERSION)" || { echo "usage: make protos-release VERSION=x.y.z"; exit 2; }
+	$(BUF) build -o protos/releases/v$(VERSION).binpb
+	@echo "==> now set PROTO_BASELINE in the Makefile to protos/releases/v$(VERSION).binpb"
 
 demo: setup
 	@echo "==> demo"
