@@ -204,8 +204,10 @@ def test_a_stalled_sink_bounds_the_queue_and_counts_drops() -> None:
     # with one frame held by the stalled sink and the queue full, every further frame drops the oldest.
     expected_drops = 200 - CONFIG.queue_size - 1
     wait_until(
-        lambda: runner.snapshot().frames_decoded >= 200
-        and metrics.dropped_total("cam", DropCause.QUEUE_OLDEST) >= expected_drops,
+        lambda: (
+            runner.snapshot().frames_decoded >= 200
+            and metrics.dropped_total("cam", DropCause.QUEUE_OLDEST) >= expected_drops
+        ),
         what=f"200 frames decoded and {expected_drops} dropped while the sink stalls",
     )
     depths.append(runner.snapshot().queue_depth)
