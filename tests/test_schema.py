@@ -84,21 +84,30 @@ def test_manifest_names_every_protobuf_topic_and_real_messages() -> None:
         topics.FRAMES.name,
         topics.ANALYSES.name,
         topics.FACES.name,
+        topics.FACES_JSON.name,
         topics.IDENTITIES.name,
     }
     for entry in entries.values():
         assert pool.FindMessageTypeByName(entry["value"]).full_name == entry["value"]
+        assert entry["value_format"] == ("json" if entry["topic"] == topics.FACES_JSON.name else "protobuf")
+    mirror = entries[topics.FACES_JSON.name]
+    assert (mirror["mirror_of"], mirror["json_schema"]) == (topics.FACES.name, schema.FACES_JSON_SCHEMA_NAME)
+    assert {k: mirror[k] for k in ("value", "key", "headers")} == {
+        k: entries[topics.FACES.name][k] for k in ("value", "key", "headers")
+    }
     faces = entries[topics.FACES.name]["headers"]
     sent = dict(message_headers("faceflow.v1.FaceEvent"))
     assert faces["content-type"] == sent["content-type"].decode()
     assert faces["schema-version"] == sent["schema-version"].decode()
 
 
-def test_cli_writes_both_files_and_refuses_a_file_as_out(
+def test_cli_writes_the_files_and_refuses_a_file_as_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["schema", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / schema.DESCRIPTOR_SET_NAME).stat().st_size > 1000
+    written = json.loads((tmp_path / "s" / schema.FACES_JSON_SCHEMA_NAME).read_text())
+    assert written == schema.faces_json_schema()
     assert (
         json.loads((tmp_path / "s" / schema.TOPICS_NAME).read_text())["descriptor_set"]
         == schema.DESCRIPTOR_SET_NAME

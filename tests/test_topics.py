@@ -30,6 +30,7 @@ def test_design_topics_are_all_declared_with_explicit_configs() -> None:
         "faceflow.frames.dlq.v1",
         "faceflow.analyses.v1",
         "faceflow.faces.v1",
+        "faceflow.faces.json.v1",
         "faceflow.aggregator.state.v1",
         "faceflow.identities.v1",
     }
@@ -38,6 +39,12 @@ def test_design_topics_are_all_declared_with_explicit_configs() -> None:
         assert "cleanup.policy" in spec.configs, spec.name
     assert topics.AGGREGATOR_STATE.configs["cleanup.policy"] == "compact"
     assert topics.IDENTITIES.configs["cleanup.policy"] == "compact"
+    # The JSON mirror: a stream in the same partition number, kept as long, with room for the text form.
+    assert topics.FACES_JSON.partitions == topics.FACES.partitions
+    assert topics.FACES_JSON.configs["retention.ms"] == topics.FACES.configs["retention.ms"]
+    assert int(topics.FACES_JSON.configs["max.message.bytes"]) > int(
+        topics.FACES.configs["max.message.bytes"]
+    )
     # Privacy default: raw frames are kept for at most an hour.
     assert int(topics.FRAMES.configs["retention.ms"]) <= topics.HOUR_MS
     assert int(topics.FRAMES.configs["max.message.bytes"]) > topics.FRAME_PAYLOAD_LIMIT

@@ -25,6 +25,11 @@ FRAME_ENVELOPE_HEADROOM = 64 * 1024
 FRAME_PAYLOAD_LIMIT = FRAMES_MAX_MESSAGE_BYTES - FRAME_ENVELOPE_HEADROOM
 #: Analyses carry per-face parsing masks (224x224 class ids), so they get the same room.
 ANALYSES_MAX_MESSAGE_BYTES = 8 * MIB
+#: A FaceEvent on the faces topic (protobuf).
+FACES_MAX_MESSAGE_BYTES = 2 * MIB
+#: The same event as canonical proto3 JSON (every field printed, floats as decimal text, bytes as
+#: base64) takes up to about 4x its protobuf size, so the JSON mirror gets 4x the faces topic's room.
+FACES_JSON_MAX_MESSAGE_BYTES = 4 * FACES_MAX_MESSAGE_BYTES
 #: A stream's checkpoint (tracks, fused results, identity descriptors; zlib JSON).
 AGGREGATOR_STATE_MAX_BYTES = 8 * MIB
 
@@ -86,10 +91,23 @@ FACES = TopicSpec(
     partitions=6,
     configs={
         "retention.ms": str(7 * DAY_MS),
-        "max.message.bytes": str(2 * MIB),
+        "max.message.bytes": str(FACES_MAX_MESSAGE_BYTES),
         "cleanup.policy": "delete",
     },
     purpose="aggregator -> downstream consumers: FaceEvent per face per frame and track lifecycle",
+)
+#: Optional (``faces_json_mirror``): the faces topic as JSON, for consumers with no schema registry
+#: and no descriptors (Kafka Connect's JsonConverter, ksqlDB, Flink). Same partitions as FACES, so a
+#: stream's records land in the same partition number of both topics.
+FACES_JSON = TopicSpec(
+    name="faceflow.faces.json.v1",
+    partitions=FACES.partitions,
+    configs={
+        "retention.ms": FACES.configs["retention.ms"],
+        "max.message.bytes": str(FACES_JSON_MAX_MESSAGE_BYTES),
+        "cleanup.policy": "delete",
+    },
+    purpose="optional JSON mirror of faceflow.faces.v1: the same records as canonical proto3 JSON",
 )
 AGGREGATOR_STATE = TopicSpec(
     name="faceflow.aggregator.state.v1",
@@ -121,7 +139,15 @@ IDENTITIES = TopicSpec(
     purpose="gallery: enrolled, named and anonymous identities (embeddings, no photos), key = identity id",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (FRAMES, FRAMES_DLQ, ANALYSES, FACES, AGGREGATOR_STATE, IDENTITIES)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    FRAMES,
+    FRAMES_DLQ,
+    ANALYSES,
+    FACES,
+    FACES_JSON,
+    AGGREGATOR_STATE,
+    IDENTITIES,
+)
 
 
 def by_name(name: str) -> TopicSpec:
@@ -130,3 +156,35 @@ def by_name(name: str) -> TopicSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
+
+
+#: The topics ``faceflow run`` gives each run, as copies of these specs named ``<prefix>.<kind>``,
+#: so that runs never mix. The gallery (IDENTITIES) is not among them: it stays shared, so
+#: enrolments and anonymous identities persist from run to run.
+RUN_TOPIC_KINDS: Mapping[str, TopicSpec] = MappingProxyType(
+    {"frames": FRAMES, "analyses": ANALYSES, "faces": FACES, "state": AGGREGATOR_STATE, "dlq": FRAMES_DLQ}
+)
+_PREFIX_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def run_topics(prefix: str, *, partitions: int | None = None) -> dict[str, TopicSpec]:
+    """A run's own topics by kind (``frames``, ``analyses``, ``faces``, ``state``, ``dlq``), each
+    named ``<prefix>.<kind>`` with its spec's configs: ``faceflow run`` and ``faceflow topics
+    create`` both name them here. ``partitions`` replaces every spec's partition count.
+
+    Raises:
+        ValueError: the prefix has characters Kafka refuses in a topic name, or ``partitions < 1``.
+    """
+    if not prefix or not set(prefix) <= _PREFIX_CHARS or prefix.endswith("."):
+        raise ValueError(
+            f"prefix: expected letters, digits, '.', '_' and '-' (not ending in '.'), got {prefix!r}"
+        )
+    specs = {}
+    for kind, spec in RUN_TOPIC_KINDS.items():
+        specs[kind] = TopicSpec(
+            name=f"{prefix}.{kind}",
+            partitions=spec.partitions if partitions is None else partitions,
+            configs=spec.configs,
+            purpose=spec.purpose,
+        )
+    return specs
