@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from faceflow.aggregator import cli as aggregator_cli  # noqa: PLC0415
     from faceflow.analyzer import cli as analyzer_cli  # noqa: PLC0415
     from faceflow.ingest import cli as ingest_cli  # noqa: PLC0415
+    from faceflow.kafka import cli as topics_cli  # noqa: PLC0415
     from faceflow.models import build as models_build  # noqa: PLC0415
     from faceflow.run import cli as run_cli  # noqa: PLC0415 - keep `faceflow --help` fast
     from faceflow.run import democlip, watch  # noqa: PLC0415
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     democlip.register(sub)
     watch.register(sub)
     schema.register(sub)
+    topics_cli.register(sub)
     _accept_globals_everywhere(parser)
     return parser
 

@@ -18,6 +18,9 @@ SCHEDULES = ("adaptive", "all")  # ScheduleMode's values (a test checks); litera
 
 
 def register(sub: Any) -> None:
+    from faceflow.service.config import add_consumer_timeout_arguments  # noqa: PLC0415
+    from faceflow.service.ready_file import add_ready_file_argument  # noqa: PLC0415
+
     p = sub.add_parser(
         "analyzer",
         help="frames topic -> Triton (face detector, face model, embedder) -> analyses topic",
@@ -58,8 +61,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port, 0 picks a free one (default 9465)"
     )
+    add_consumer_timeout_arguments(p)
     p.add_argument("--grace-s", type=float, help="seconds to finish on SIGTERM (default 10)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_ready_file_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -86,6 +91,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         grpc_port=args.grpc_port,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        session_timeout_ms=args.session_timeout_ms,
+        max_poll_interval_ms=args.max_poll_interval_ms,
         grace_s=args.grace_s,
     )
 
@@ -93,7 +100,9 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 def run(args: argparse.Namespace) -> int:
     from faceflow.analyzer.service import AnalyzerService  # noqa: PLC0415 - fast --help
     from faceflow.service.main import run_deployable  # noqa: PLC0415
+    from faceflow.service.ready_file import Endpoints, ReadyFile, ready_file_path  # noqa: PLC0415
 
+    ready_path = ready_file_path(args.ready_file)
     config = config_from_args(args)
     service = AnalyzerService(config)
 
@@ -105,6 +114,22 @@ def run(args: argparse.Namespace) -> int:
             f"metrics http://{config.metrics_host}:{service.metrics.base.port}/metrics"
         )
 
+    def endpoints() -> Endpoints:
+        assert service.server is not None
+        return Endpoints(
+            grpc_host=config.grpc_host,
+            grpc_port=service.server.port,
+            metrics_host=config.metrics_host,
+            metrics_port=service.metrics.base.port or 0,
+        )
+
     return run_deployable(
-        service, name="analyzer", grace_s=config.grace_s, banner=banner, duration_s=args.duration
+        service,
+        name="analyzer",
+        grace_s=config.grace_s,
+        banner=banner,
+        duration_s=args.duration,
+        ready=lambda: service.server is not None and service.server.serving,
+        endpoints=endpoints,
+        ready_file=None if ready_path is None else ReadyFile(ready_path, service="analyzer"),
     )

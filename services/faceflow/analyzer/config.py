@@ -20,6 +20,7 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_consumer_timeouts,
     check_hostports,
     check_ints,
     check_names,
@@ -67,7 +68,10 @@ class AnalyzerConfig(ConfigMixin):
     quality_margin: float = 0.15
     #: Include the 11-class parsing mask of each analyzed face (zlib, a few KB each).
     include_parsing: bool = True
+    #: How long a silent member keeps its partitions: the failover time after a kill, against
+    #: needless rebalances on a pause (docs/kubernetes.md, "Consumer session timeout").
     session_timeout_ms: int = 30_000
+    #: Longest gap between two polls before the member is ejected (the loop polls while paused).
     max_poll_interval_ms: int = 300_000
     grace_s: float = 10.0
     #: How often an idle analyzer proves Triton with a real inference (readiness).
@@ -99,11 +103,7 @@ class AnalyzerConfig(ConfigMixin):
             object.__setattr__(self, "schedule", ScheduleMode(self.schedule))
         except ValueError:
             raise AnalyzerConfigError(f"schedule: expected adaptive or all, got {self.schedule!r}") from None
-        if self.session_timeout_ms < 6000 or self.max_poll_interval_ms < self.session_timeout_ms:
-            raise AnalyzerConfigError(
-                f"session_timeout_ms / max_poll_interval_ms: expected 6000 <= session <= max_poll, got "
-                f"{self.session_timeout_ms} / {self.max_poll_interval_ms}"
-            )
+        check_consumer_timeouts(self, error=AnalyzerConfigError)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AnalyzerConfig:

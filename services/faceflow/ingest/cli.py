@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from faceflow.ingest.config import IngestConfig
+    from faceflow.service.ready_file import Endpoints
 
 # Kept in step with PolicyChoice / SeqStart (a test checks); literal so `faceflow --help` stays fast.
 QUEUE_POLICIES = ("auto", "drop-oldest", "block")
@@ -25,6 +26,8 @@ SEQ_STARTS = ("clock", "zero")
 
 
 def register(sub: Any) -> None:
+    from faceflow.service.ready_file import add_ready_file_argument  # noqa: PLC0415
+
     p = sub.add_parser(
         "ingest",
         help="pull video files, RTSP/HTTP streams and image folders (and pushed frames) into Kafka",
@@ -85,6 +88,7 @@ def register(sub: Any) -> None:
         "--until-done", action="store_true", help="exit once every source has ended (files, folders)"
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_ready_file_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -149,11 +153,27 @@ class _IngestProcess:
     def failure(self) -> BaseException | None:
         return None
 
+    def ready(self) -> bool:
+        return self.server.server.serving
+
+    def endpoints(self) -> Endpoints:
+        from faceflow.service.ready_file import Endpoints  # noqa: PLC0415
+
+        c = self.config
+        return Endpoints(
+            grpc_host=c.grpc_host,
+            grpc_port=self.server.port,
+            metrics_host=c.metrics_host,
+            metrics_port=self.service.metrics_port or 0,
+        )
+
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.ingest.runner import SourceState  # noqa: PLC0415 - fast --help
     from faceflow.service.main import run_deployable  # noqa: PLC0415
+    from faceflow.service.ready_file import ReadyFile, ready_file_path  # noqa: PLC0415
 
+    ready_path = ready_file_path(args.ready_file)
     config = config_from_args(args)
     process = _IngestProcess(config)
 
@@ -171,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         banner=banner,
         duration_s=args.duration,
         until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
+        ready=process.ready,
+        endpoints=process.endpoints,
+        ready_file=None if ready_path is None else ReadyFile(ready_path, service="ingest"),
     )
     failed = 0
     for s in process.service.list_sources():

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from kafka import errors as kafka_errors
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from faceflow.errors import FaceflowError
 from faceflow.kafka.clients import KafkaSecurity, client_settings
-from faceflow.topics import TopicSpec
+from faceflow.topics import IDENTITIES, TopicSpec, run_topics
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +99,157 @@ def ensure_topics(
             for s in wanted
         }
         try:
-            admin.create_topics(request, timeout_ms=30_000, wait_for_metadata=True)
-        except TopicAlreadyExistsError:
-            pass  # another process won the race; fine
+            result = admin.create_topics(request, timeout_ms=30_000, raise_errors=False)
+            refused = _refusals(result)
+            if refused:
+                # the broker's own reason per topic, not kafka-python's dump of request and response
+                raise KafkaAdminError(f"creating topics on {bootstrap} failed: {'; '.join(refused)}")
+            admin.wait_for_topics(list(request))
         except KafkaError as exc:
             raise KafkaAdminError(f"creating topics {sorted(request)} on {bootstrap} failed: {exc}") from exc
         for s in wanted:
             outcome[s.name] = "created"
             logger.info("created topic %s (%d partitions, %s)", s.name, s.partitions, dict(s.configs))
     return outcome
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicState:
+    """One topic of a set after :func:`ensure_topic_set`: created now, or there already as asked."""
+
+    name: str
+    kind: str
+    state: Literal["created", "exists"]
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for the person at the terminal."""
+        return (
+            f"{self.state:7} {self.name} ({self.kind}: {self.partitions} partitions, "
+            f"replication factor {self.replication_factor})"
+        )
+
+
+def create_run_topics(
+    bootstrap: str,
+    prefix: str,
+    *,
+    partitions: int | None = None,
+    replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
+) -> list[TopicState]:
+    """The topics of a run under ``prefix`` (:func:`faceflow.topics.run_topics`) and the shared
+    gallery, created or checked by :func:`ensure_topic_set`: what ``faceflow run`` does before it
+    starts the mesh, and what ``faceflow topics create --prefix`` does for a script. ``partitions``
+    applies to the run's own topics, never to the shared gallery.
+
+    Raises:
+        KafkaAdminError: no broker answers, the broker refuses, or a topic exists with other settings.
+        ValueError: a bad prefix or partition count.
+    """
+    own = run_topics(prefix, partitions=partitions)
+    kinds = {spec.name: kind for kind, spec in own.items()} | {IDENTITIES.name: "identities"}
+    return ensure_topic_set(
+        bootstrap,
+        [*own.values(), IDENTITIES],
+        kinds=kinds,
+        replication_factor=replication_factor,
+        security=security,
+    )
+
+
+def ensure_topic_set(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
+) -> list[TopicState]:
+    """Create the topics of ``specs`` that are missing; check that those already there have the
+    spec's partitions, the replication factor and every config of the spec. Idempotent: a second
+    call reports every topic as ``exists``.
+
+    Raises:
+        KafkaAdminError: no broker answers at ``bootstrap``; the broker refuses; or a topic exists
+            with other settings (one line naming each difference: the topic is never altered).
+    """
+    if replication_factor < 1:
+        raise ValueError(f"replication_factor: expected >= 1, got {replication_factor}")
+    if not any(_accepts_connections(address) for address in bootstrap.split(",")):
+        raise KafkaAdminError(f"no Kafka broker accepts connections at {bootstrap}")
+    names = [spec.name for spec in specs]
+    try:
+        outcome = ensure_topics(bootstrap, specs, replication_factor=replication_factor, security=security)
+        existing = [spec for spec in specs if outcome[spec.name] == "exists"]
+        if existing:
+            _check_existing(bootstrap, existing, replication_factor, security)
+    except KafkaAdminError:
+        raise
+    except KafkaError as exc:
+        raise KafkaAdminError(f"topics {', '.join(names)} on {bootstrap}: {exc}") from exc
+    return [
+        TopicState(
+            name=spec.name,
+            kind=(kinds or {}).get(spec.name, spec.name),
+            state="created" if outcome[spec.name] == "created" else "exists",
+            partitions=spec.partitions,
+            replication_factor=replication_factor,
+            configs=dict(spec.configs),
+        )
+        for spec in specs
+    ]
+
+
+def _check_existing(
+    bootstrap: str, specs: Sequence[TopicSpec], replication_factor: int, security: KafkaSecurity | None
+) -> None:
+    names = [spec.name for spec in specs]
+    with closing(admin_client(bootstrap, security=security)) as admin:
+        described = {t["name"]: t for t in admin.describe_topics(names)}
+        result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    problems = []
+    for spec in specs:
+        topic = described.get(spec.name, {})
+        partitions = topic.get("partitions") or []
+        if len(partitions) != spec.partitions:
+            problems.append(f"{spec.name} has {len(partitions)} partitions, expected {spec.partitions}")
+        # kafka-python 3 names a partition's replicas as the protocol does (replica_nodes)
+        factors = {len(p.get("replica_nodes") or p.get("replicas") or []) for p in partitions}
+        if partitions and factors != {replication_factor}:
+            found = "/".join(str(f) for f in sorted(factors))
+            problems.append(f"{spec.name} has replication factor {found}, expected {replication_factor}")
+        configs = _config_values(result, spec.name)
+        for key, wanted in spec.configs.items():
+            if configs.get(key) != wanted:
+                problems.append(f"{spec.name} has {key}={configs.get(key)}, expected {wanted}")
+    if problems:
+        raise KafkaAdminError(
+            "topics exist with other settings (left as they are; delete them or use another prefix): "
+            + "; ".join(problems)
+        )
+
+
+def topics_with_prefix(
+    bootstrap: str, prefix: str, *, security: KafkaSecurity | None = None
+) -> dict[str, int]:
+    """``{name: partitions}`` of every topic named ``<prefix>.<something>``, sorted by name.
+
+    Raises:
+        KafkaAdminError: no broker answers at ``bootstrap``.
+    """
+    if not any(_accepts_connections(address) for address in bootstrap.split(",")):
+        raise KafkaAdminError(f"no Kafka broker accepts connections at {bootstrap}")
+    try:
+        with closing(admin_client(bootstrap, security=security)) as admin:
+            names = sorted(n for n in admin.list_topics() if n.startswith(prefix + "."))
+            described = admin.describe_topics(names) if names else []
+    except KafkaError as exc:
+        raise KafkaAdminError(f"listing topics on {bootstrap}: {exc}") from exc
+    counts = {t["name"]: len(t["partitions"]) for t in described}
+    return {name: counts.get(name, 0) for name in names}
 
 
 def topic_configs(
@@ -129,6 +273,19 @@ def topic_partitions(
 def delete_topics(bootstrap: str, names: Iterable[str], *, security: KafkaSecurity | None = None) -> None:
     with closing(admin_client(bootstrap, security=security)) as admin:
         admin.delete_topics(list(names), timeout_ms=30_000)
+
+
+def _refusals(result: Mapping[str, Any]) -> list[str]:
+    """``"<topics>: <ErrorName>: <broker's message>"`` for the topics the broker did not create, by
+    reason; a topic that already exists is no refusal (another process won the race)."""
+    by_reason: dict[str, list[str]] = {}
+    for topic in result.get("topics", []):
+        error = kafka_errors.for_code(int(topic.get("error_code") or 0))
+        if error is kafka_errors.NoError or error is TopicAlreadyExistsError:
+            continue
+        reason = f"{error.__name__}: {topic.get('error_message') or error.description}"
+        by_reason.setdefault(reason, []).append(str(topic.get("name")))
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
 def _config_values(result: Mapping[str, Any], name: str) -> dict[str, str]:

@@ -341,17 +341,20 @@ def group_consumer(
     client_id: str,
     instance_id: str = "",
     session_timeout_ms: int,
+    assignor: CooperativeStickyAssignor | None = None,
     **overrides: Any,
 ) -> KafkaConsumer:
     """A consumer-group member as every faceflow service runs one: :func:`make_consumer` with the
     cooperative-sticky assignor (a rebalance moves only the partitions that change owner), static
     membership when ``instance_id`` is given, and a heartbeat a tenth of the session timeout
-    (at least a second). Not subscribed: the caller's loop subscribes with its rebalance listener."""
+    (at least a second). Not subscribed: the caller's loop subscribes with its rebalance listener.
+    ``assignor``: a cooperative-sticky instance of the caller's (e.g. one that advertises the
+    member's address, :class:`faceflow.kafka.membership.AdvertisingAssignor`)."""
     return make_consumer(
         bootstrap,
         group_id=group_id,
         client_id=client_id,
-        partition_assignment_strategy=[CooperativeStickyAssignor],
+        partition_assignment_strategy=[assignor if assignor is not None else CooperativeStickyAssignor],
         group_instance_id=instance_id or None,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(1000, session_timeout_ms // 10),

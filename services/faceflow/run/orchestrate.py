@@ -291,8 +291,8 @@ class Run:
         self.settings = settings or DevSettings.from_env()
         self.say = say
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
-        prefix = f"faceflow.run.{self.run_id}"
-        self.topics = {kind: f"{prefix}.{kind}" for kind in ("frames", "analyses", "faces", "state", "dlq")}
+        self.topic_prefix = f"faceflow.run.{self.run_id}"
+        self.topics = {kind: spec.name for kind, spec in topics.run_topics(self.topic_prefix).items()}
         self.services: list[ServiceProcess] = []
         self.started_runtime = False
         #: From feeding the first frame to the results of the last (the mesh's own time, no start-up).
@@ -362,19 +362,13 @@ class Run:
         return summary
 
     def _create_topics(self, bootstrap: str) -> None:
-        t = self.topics
-        specs = [
-            topics.FRAMES.renamed(t["frames"]),
-            topics.ANALYSES.renamed(t["analyses"]),
-            topics.FACES.renamed(t["faces"]),
-            topics.AGGREGATOR_STATE.renamed(t["state"]),
-            topics.FRAMES_DLQ.renamed(t["dlq"]),
-        ]
-        admin.ensure_topics(bootstrap, [*specs, topics.IDENTITIES])
+        """The run's own topics and the shared gallery, as ``faceflow topics create`` makes them."""
+        admin.create_run_topics(bootstrap, self.topic_prefix)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.options.extra_env)
         env.pop("FACEFLOW_TRACE_FILE", None)
+        env.pop("FACEFLOW_READY_FILE", None)  # one file per service: three would overwrite each other
         if self.options.trace_file is not None:
             env["FACEFLOW_TRACE_FILE"] = str(self.options.trace_file)
         return env

@@ -18,7 +18,18 @@ def register(sub: Any) -> None:
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--home", type=Path, help="runtime folder (default: $FACEFLOW_HOME or ./.faceflow)")
+        p.add_argument(
+            "--home",
+            type=Path,
+            help="runtime folder: pids, logs, broker data (default: $FACEFLOW_HOME or ./.faceflow); "
+            "it does not move the cache",
+        )
+        p.add_argument(
+            "--cache",
+            type=Path,
+            help="downloads shared by every home: broker jars, tritonserver, Triton's model env "
+            "(default: $FACEFLOW_CACHE, else $FACEFLOW_HOME/cache or ./.faceflow/cache)",
+        )
         p.add_argument("--kafka-port", type=int, help="local broker port (default 9092)")
         p.add_argument("--controller-port", type=int, help="local KRaft controller port (default 9093)")
         p.add_argument("--triton-http-port", type=int, help="local Triton HTTP port (default 8000)")
@@ -47,11 +58,12 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> DevSettings:
+    """The environment's settings, then the flags. ``--home`` keeps the environment's cache, so a
+    fresh home (a second stack, a test harness) reuses the downloads instead of fetching them."""
     settings = DevSettings.from_env()
-    if args.home is not None:
-        home = args.home.absolute()
-        settings = settings.with_overrides(home=home, cache=settings.cache)
     return settings.with_overrides(
+        home=args.home.absolute() if args.home is not None else None,
+        cache=args.cache.absolute() if args.cache is not None else None,
         kafka_port=args.kafka_port,
         controller_port=args.controller_port,
         triton_http_port=args.triton_http_port,

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from faceflow.errors import PrerequisiteError, RuntimeStartError
+from faceflow.files import atomic_write
 from faceflow.runtime import procs
 from faceflow.runtime.settings import DevSettings
 
@@ -89,7 +90,11 @@ def ensure_jars(cache: Path, *, say: Callable[[str], None] = lambda _msg: None) 
     digest = hashlib.sha256(pom_bytes).hexdigest()
     root.mkdir(parents=True, exist_ok=True)
     log4j_path = root / "log4j2.properties"
-    log4j_path.write_bytes(log4j.read_bytes())
+    log4j_bytes = log4j.read_bytes()
+    if not log4j_path.is_file() or log4j_path.read_bytes() != log4j_bytes:
+        # only when it differs: the cache is shared by every home, and a rewrite would race a
+        # broker of another home that reads it at start
+        atomic_write(log4j_path, lambda tmp: tmp.write_bytes(log4j_bytes))
     if marker.exists() and marker.read_text().strip() == digest and any(libs.glob("kafka_2.13-*.jar")):
         return KafkaInstall(libs=libs, log4j_config=log4j_path, java=java)
 

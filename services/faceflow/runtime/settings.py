@@ -6,7 +6,7 @@ Environment variables (flags of ``faceflow dev`` override them):
 variable                       meaning                                      default
 ============================== ============================================ ======================
 FACEFLOW_HOME                  runtime folder: logs, pids, broker data      ``./.faceflow``
-FACEFLOW_CACHE                 downloaded jars and the tritonserver wheel   ``$FACEFLOW_HOME/cache``
+FACEFLOW_CACHE                 downloads: jars, tritonserver, model env     ``$FACEFLOW_HOME/cache``
 FACEFLOW_KAFKA_BOOTSTRAP       use this broker instead of starting one      (start our own)
 FACEFLOW_TRITON_URL            use this Triton (gRPC host:port) instead     (start our own)
 FACEFLOW_DEV_KAFKA_PORT        local broker's client port                   9092
@@ -17,6 +17,10 @@ FACEFLOW_DEV_TRITON_METRICS_PORT local Triton metrics port                  8002
 FACEFLOW_TRITON_REPOSITORY     model repository the local Triton serves     ``./build/triton_repo/cpu``
 FACEFLOW_DEV_KAFKA_HEAP        broker JVM heap                              ``512m``
 ============================== ============================================ ======================
+
+The cache is read-only once filled: ``prepare`` and ``up`` check it and write nothing there when it
+is complete, so several homes (``faceflow dev up --home DIR``, whose flag keeps the environment's
+cache) share one.
 """
 
 from __future__ import annotations

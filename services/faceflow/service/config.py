@@ -20,6 +20,7 @@ got 'http'``.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import math
 import types
@@ -212,6 +213,46 @@ def check_ints(
     """Each ``(field, minimum)``: the field passes :func:`check_int`."""
     for name, low in minimums:
         check_int(name, getattr(config, name), minimum=low, error=error)
+
+
+#: The broker's default ``group.min.session.timeout.ms``: a shorter session is refused at join time.
+MIN_SESSION_TIMEOUT_MS = 6000
+
+
+def check_consumer_timeouts(config: Any, *, error: type[ConfigError] = ConfigError) -> None:
+    """``session_timeout_ms`` and ``max_poll_interval_ms`` of a consumer-group service, checked alike
+    by every service: ``6000 <= session <= max_poll``.
+
+    The session timeout is how long a member that stopped heartbeating (killed, frozen, cut off)
+    keeps its partitions before the group moves them: the failover time after ``kill -9``. Shorter
+    fails over sooner, and a GC pause or a loaded node beyond it causes a needless rebalance. Below
+    6000 the broker refuses the join (its default ``group.min.session.timeout.ms``), and a session
+    longer than the poll interval would never be the limit that ejects a member.
+    """
+    session = config.session_timeout_ms
+    max_poll = config.max_poll_interval_ms
+    check_int("session_timeout_ms", session, minimum=MIN_SESSION_TIMEOUT_MS, error=error)
+    check_int("max_poll_interval_ms", max_poll, minimum=MIN_SESSION_TIMEOUT_MS, error=error)
+    if max_poll < session:
+        raise error(
+            f"session_timeout_ms / max_poll_interval_ms: expected {MIN_SESSION_TIMEOUT_MS} <= session <= "
+            f"max_poll, got {session} / {max_poll}"
+        )
+
+
+def add_consumer_timeout_arguments(p: argparse.ArgumentParser) -> None:
+    """``--session-timeout-ms`` and ``--max-poll-interval-ms``, the same on every consumer service."""
+    p.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        help="a silent member keeps its partitions this long: failover time after a kill vs false "
+        "rebalances on a pause; 6000..max-poll-interval (default 30000)",
+    )
+    p.add_argument(
+        "--max-poll-interval-ms",
+        type=int,
+        help="longest gap between polls before the member is ejected (default 300000)",
+    )
 
 
 class ConfigMixin:

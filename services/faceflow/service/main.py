@@ -9,11 +9,16 @@
   and printed;
 * ``until()`` becomes true (files ended) or ``duration_s`` passed: stopped with grace, exit 0.
 
+Once ``ready()`` first holds (the service's health reports SERVING), ``on_ready`` runs once: the
+deployables write their ready file then (:mod:`faceflow.service.ready_file`). A failure there is
+a fatal failure too, since whoever waits for the file would wait forever.
+
 A failure to start (a port taken, a broker missing) propagates as a
 :class:`~faceflow.errors.FaceflowError`, which the CLI prints as one line (exit 2).
 
 :func:`run_deployable` is what each service's CLI calls: tracing for ``faceflow-<name>``, a
-one-line banner once started, a one-line "stopping" notice, then :func:`run_service`.
+one-line banner once started, a one-line "stopping" notice, the ready file if asked for, then
+:func:`run_service`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from faceflow.service.ready_file import Endpoints, ReadyFile
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +76,36 @@ def run_deployable(
     banner: Callable[[], str],
     duration_s: float | None = None,
     until: Callable[[], bool] | None = None,
+    ready: Callable[[], bool] | None = None,
+    endpoints: Callable[[], Endpoints] | None = None,
+    ready_file: ReadyFile | None = None,
 ) -> int:
     """Run a service from its CLI: tracing set up and shut down, ``faceflow <name>: <banner()>``
-    printed once started, ``faceflow <name>: stopping (<why>; grace N s)`` when it stops."""
+    printed once started, ``faceflow <name>: stopping (<why>; grace N s)`` when it stops.
+
+    With ``ready_file``, ``endpoints()`` is written there once ``ready()`` holds, and the file is
+    removed when the service starts stopping (a stale one is removed before it starts).
+    """
     from faceflow.service.tracing import setup_tracing, shutdown_tracing  # noqa: PLC0415 - fast --help
 
+    if ready_file is not None and endpoints is None:
+        raise ValueError("ready_file needs endpoints")
+    if ready_file is not None:
+        ready_file.clear_stale()
     setup_tracing(f"faceflow-{name}")
 
     def started() -> None:
         print(f"faceflow {name}: {banner()}", flush=True)  # noqa: T201 - the CLI's user-facing output
 
     def stopping(why: str) -> None:
+        if ready_file is not None:
+            ready_file.remove()
         why = _WHY.get(why, why)
         print(f"faceflow {name}: stopping ({why}; grace {grace_s:g} s)", flush=True)  # noqa: T201
+
+    def announce() -> None:
+        if ready_file is not None and endpoints is not None:
+            ready_file.write(endpoints())
 
     try:
         return run_service(
@@ -91,8 +116,12 @@ def run_deployable(
             until=until,
             on_started=started,
             on_stopping=stopping,
+            ready=ready,
+            on_ready=announce if ready_file is not None else None,
         )
     finally:
+        if ready_file is not None:
+            ready_file.remove()
         shutdown_tracing()
 
 
@@ -105,8 +134,13 @@ def run_service(
     until: Callable[[], bool] | None = None,
     on_started: Callable[[], None] | None = None,
     on_stopping: Callable[[str], None] | None = None,
+    ready: Callable[[], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """Run ``service`` until a signal, a failure, ``until()`` or ``duration_s``; return the exit code."""
+    """Run ``service`` until a signal, a failure, ``until()`` or ``duration_s``; return the exit code.
+
+    ``on_ready`` runs once, the first time ``ready()`` holds (at once when ``ready`` is None).
+    """
     stop = threading.Event()
     received: list[str] = []
 
@@ -124,10 +158,15 @@ def run_service(
             on_started()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         reason = StopReason.SIGNAL
-        while not stop.wait(POLL_S):
+        announce = _Announcement(ready, on_ready)
+        announced_failure = announce.check()
+        while announced_failure is None and not stop.wait(POLL_S):
             failure = service.failure()
             if failure is not None:
                 reason = StopReason.FAILURE
+                break
+            announced_failure = announce.check()
+            if announced_failure is not None:
                 break
             if until is not None and until():
                 reason = StopReason.DONE
@@ -135,11 +174,15 @@ def run_service(
             if deadline is not None and time.monotonic() >= deadline:
                 reason = StopReason.DURATION
                 break
+        if announced_failure is not None:
+            reason = StopReason.FAILURE
         why = f"on {received[0]}" if received and reason == StopReason.SIGNAL else reason
         if on_stopping is not None:
             on_stopping(why)
         if reason == StopReason.FAILURE:
-            logger.error("%s: stopping after a fatal failure: %s", name, service.failure())
+            logger.error(
+                "%s: stopping after a fatal failure: %s", name, announced_failure or service.failure()
+            )
             service.stop(0.0)
             return EXIT_FAILURE
         logger.info("%s: stopping (%s; grace %.1f s)", name, why, grace_s)
@@ -148,3 +191,25 @@ def run_service(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _Announcement:
+    """Calls ``on_ready`` once, the first time ``ready()`` holds; returns what either raised."""
+
+    def __init__(self, ready: Callable[[], bool] | None, on_ready: Callable[[], None] | None) -> None:
+        self._ready = ready or (lambda: True)
+        self._on_ready = on_ready
+        self._done = on_ready is None
+
+    def check(self) -> BaseException | None:
+        if self._done or self._on_ready is None:
+            return None
+        try:
+            if not self._ready():
+                return None
+            self._done = True
+            self._on_ready()
+        except Exception as exc:  # noqa: BLE001 - e.g. the ready file's folder is gone: fatal, reported
+            self._done = True
+            return exc
+        return None
