@@ -255,8 +255,8 @@ class AnalyzerProcessor:
             )
         incoming = traceparent_of_headers(record.headers)
         trace = traceparent_of_span(span) if span is not None else None
-        if trace is None and incoming is not None:
-            trace = incoming.child()
+        if trace is None:
+            trace = incoming  # no tracer here: pass the caller's span on, so its children link to it
         output = OutRecord(
             topic=self.analyses_topic,
             key=frame.stream_id.encode(),

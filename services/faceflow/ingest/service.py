@@ -409,7 +409,7 @@ class IngestService:
             self.sink.send(
                 frame,
                 source_uri=PUSH_SOURCE_URI,
-                trace=trace.child() if trace is not None else None,
+                trace=trace,
                 on_delivery=delivered,
             )
         except SinkRefused as exc:

@@ -6,10 +6,16 @@ ingest -> Kafka -> analyzer (with a child span for the Triton call) -> Kafka -> 
 -> subscriber delivery.
 
 Exporters are configured the standard way (``OTEL_TRACES_EXPORTER``: ``otlp``, ``console`` or
-``none``; the OTLP endpoint from ``OTEL_EXPORTER_OTLP_ENDPOINT``...), plus
+``none``; the OTLP endpoint from ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_ENDPOINT``, batching from ``OTEL_BSP_*``...), plus
 ``FACEFLOW_TRACE_FILE=PATH``: one JSON object per finished span, appended to a local file (the
 local runs' exporter). Without either, spans are created (contexts still propagate) but not
 exported.
+
+``otlp`` is OTLP over HTTP (protobuf), to a collector's HTTP port (4318), never its gRPC port:
+``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` is refused at start-up rather than failing every export.
+Spans are batched; :func:`shutdown_tracing` (every service calls it on its way out, SIGTERM
+included) exports what is still queued, so the last frames' spans are not lost.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ from faceflow.kafka.headers import TRACEPARENT, HeaderList, TraceParent
 logger = logging.getLogger(__name__)
 
 TRACE_FILE_ENV = "FACEFLOW_TRACE_FILE"
+#: Where ``otlp`` sends spans when no endpoint is configured (the OTLP/HTTP default).
+DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
+#: The one OTLP protocol the installed exporter speaks.
+OTLP_PROTOCOL = "http/protobuf"
+#: How long shutdown waits for the queued spans to be exported.
+FLUSH_TIMEOUT_MS = 5000
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -103,8 +115,8 @@ def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> TracerP
     """Install the process's tracer provider for ``service`` (once; later calls return it).
 
     Raises:
-        ConfigError: ``OTEL_TRACES_EXPORTER=otlp`` without the OTLP exporter package installed, or an
-            unknown exporter name.
+        ConfigError: ``OTEL_TRACES_EXPORTER=otlp`` without the OTLP exporter package installed or
+            with an OTLP protocol other than http/protobuf, or an unknown exporter name.
     """
     global _configured  # noqa: PLW0603 - one provider per process, as OpenTelemetry expects
     if _configured is not None:
@@ -112,22 +124,17 @@ def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> TracerP
     env = os.environ if env is None else env
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     exporters = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    shown = []  # for the log line: where the spans go
     for name in exporters:
         if name == "none":
             continue
         if name == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            shown.append(name)
         elif name == "otlp":
-            try:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
-                    OTLPSpanExporter,
-                )
-            except ImportError as exc:
-                raise ConfigError(
-                    "OTEL_TRACES_EXPORTER=otlp: the OTLP exporter is not installed "
-                    "(pip install opentelemetry-exporter-otlp-proto-http)"
-                ) from exc
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            endpoint = otlp_traces_endpoint(env)
+            provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(endpoint)))
+            shown.append(f"otlp {endpoint}")
         else:
             raise ConfigError(f"OTEL_TRACES_EXPORTER: expected otlp, console or none, got {name!r}")
     trace_file = env.get(TRACE_FILE_ENV)
@@ -138,16 +145,59 @@ def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> TracerP
     logger.info(
         "tracing for %s: exporters %s%s",
         service,
-        exporters or ["none"],
+        shown or ["none"],
         f", file {trace_file}" * bool(trace_file),
     )
     return provider
 
 
+def otlp_traces_endpoint(env: Mapping[str, str]) -> str:
+    """The URL ``otlp`` posts spans to, by the OTLP rules: the traces endpoint as given, else the
+    base endpoint plus ``/v1/traces``, else ``http://localhost:4318/v1/traces``.
+
+    Raises:
+        ConfigError: an OTLP protocol other than http/protobuf (``grpc`` would post HTTP to a gRPC
+            port and fail every export, far from the cause).
+    """
+    for key in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(key, "").strip()
+        if protocol and protocol != OTLP_PROTOCOL:
+            raise ConfigError(
+                f"{key}: expected {OTLP_PROTOCOL} (faceflow exports OTLP over HTTP; point "
+                f"OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port, 4318), got {protocol!r}"
+            )
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or DEFAULT_OTLP_ENDPOINT
+    return base.rstrip("/") + "/v1/traces"
+
+
+def _otlp_exporter(endpoint: str) -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER=otlp: the OTLP exporter is not installed "
+            "(pip install opentelemetry-exporter-otlp-proto-http)"
+        ) from exc
+    # The endpoint is passed, not left to the exporter, so that the one logged is the one used;
+    # headers, timeout, compression and certificates still come from the OTEL_EXPORTER_OTLP_* variables.
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
 def shutdown_tracing() -> None:
-    if _configured is not None:
-        _configured.force_flush(5000)
-        _configured.shutdown()
+    """Export every span still queued, then stop the exporters; say so when some could not be."""
+    if _configured is None:
+        return
+    if not _configured.force_flush(FLUSH_TIMEOUT_MS):
+        logger.warning(
+            "tracing: the queued spans were not all exported within %d ms; the last ones may be lost",
+            FLUSH_TIMEOUT_MS,
+        )
+    _configured.shutdown()
 
 
 def tracer(name: str) -> trace.Tracer:
