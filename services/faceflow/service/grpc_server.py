@@ -22,7 +22,9 @@
   for ``idle_stream_s`` is closed with ``DEADLINE_EXCEEDED``; on stop, every stream waiting for its
   client is closed at once with ``UNAVAILABLE`` (idle streams never hold the grace period);
 * transport security and authentication (:class:`TransportSecurity`, see
-  :mod:`faceflow.service.security`).
+  :mod:`faceflow.service.security`): with scoped tokens, every method of every service served
+  must have a scope, or the server does not start; a servicer learns who called with
+  :func:`faceflow.service.security.caller_subject`.
 
 What a client sees on shutdown (SIGTERM) is in docs/grpc.md.
 
@@ -198,8 +200,13 @@ class ServerSettings:
 class TransportSecurity(Protocol):
     """How a server listens and whom it serves (implemented by :mod:`faceflow.service.security`)."""
 
-    def interceptors(self) -> Sequence[grpc.ServerInterceptor]:
-        """Interceptors placed inside the error mapping (they refuse by raising request errors)."""
+    def interceptors(self, services: Sequence[str]) -> Sequence[grpc.ServerInterceptor]:
+        """Interceptors placed inside the error mapping (they refuse by raising request errors),
+        for a server of ``services`` (full names, health and reflection included).
+
+        Raises:
+            ServiceStartError: a method of ``services`` cannot be authorized (no scope).
+        """
         ...
 
     def bind(self, server: grpc.Server, address: str) -> int:
@@ -547,8 +554,9 @@ class GrpcServer:
         settings: address, threads, message limits, stream bounds.
         bindings: the services to serve.
         metrics: where refusals are counted (optional).
-        security: TLS and authentication (None: from the mesh-wide ``FACEFLOW_TLS_*`` and
-            ``FACEFLOW_AUTH_TOKEN_FILE`` variables, plaintext without a token when none is set).
+        security: TLS and authentication (None: from the mesh-wide ``FACEFLOW_TLS_*``,
+            ``FACEFLOW_AUTH_TOKEN_FILE`` and ``FACEFLOW_AUTH_TOKENS_FILE`` variables, plaintext
+            without a token when none is set).
         env: where the mesh-wide variables are read (default ``os.environ``).
     """
 
@@ -571,12 +579,12 @@ class GrpcServer:
         )
         max_streams, idle_s = settings.stream_bounds(env)
         self.streams = StreamGuard(component, max_streams, idle_s)
+        names = [b.name for b in self.bindings]
+        served = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        checks = self.security.interceptors(served)  # before any thread: it may refuse the start
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"{component}-grpc"),
-            interceptors=[
-                _ErrorMapping(component, _Refusals(metrics), self.streams),
-                *self.security.interceptors(),
-            ],
+            interceptors=[_ErrorMapping(component, _Refusals(metrics), self.streams), *checks],
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_bytes),
                 ("grpc.max_send_message_length", settings.max_send_bytes),
@@ -587,16 +595,20 @@ class GrpcServer:
             binding.add(binding.servicer, self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        names = [b.name for b in self.bindings]
-        reflection.enable_server_reflection(
-            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        reflection.enable_server_reflection(served, self._server)
         self._lock = threading.Lock()
         self._draining = False
+        self._serving = False
 
     @property
     def service_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bindings)
+
+    @property
+    def serving(self) -> bool:
+        """True while health reports SERVING (started, ready, not draining): the readiness fact."""
+        with self._lock:
+            return self._serving
 
     def start(self, *, serving: bool = True) -> int:
         """Listen and serve; return the bound port.
@@ -637,6 +649,7 @@ class GrpcServer:
         with self._lock:
             if self._draining:
                 return
+            self._serving = serving
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if serving
@@ -654,6 +667,7 @@ class GrpcServer:
         """
         with self._lock:
             self._draining = True
+            self._serving = False
         self.health.enter_graceful_shutdown()
         closed = self.streams.drain()
         logger.info(

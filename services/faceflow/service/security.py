@@ -11,7 +11,17 @@ environment variables that every service reads:
   ``authorization: Bearer <token>`` metadata (one trailing newline is stripped). A call without
   it, or with another scheme, is refused with :class:`~faceflow.errors.Unauthenticated`; a call
   with another token with :class:`~faceflow.errors.PermissionDenied`. Health
-  (``/grpc.health.v1.Health/*``) is exempt; reflection is not.
+  (``/grpc.health.v1.Health/*``) is exempt; reflection is not. This token has every scope.
+* ``FACEFLOW_AUTH_TOKENS_FILE``: scoped tokens, one client each, as lines
+  ``<scope> <subject> <token>`` (:func:`parse_tokens`). A ``read`` token may call the methods
+  :data:`METHOD_SCOPES` marks read (``Subscribe``, ``Get*``, ``List*``, reflection); an ``admin``
+  token may call every method. Too little scope is :class:`~faceflow.errors.PermissionDenied`
+  (``method ForgetIdentity needs scope admin; this token has read``). It may be set together with
+  ``FACEFLOW_AUTH_TOKEN_FILE`` (whose token then acts as admin with subject
+  :data:`SHARED_SUBJECT`), to move clients to their own tokens one at a time.
+
+A servicer learns who called with :func:`caller_subject` (the subject of the token the call was
+admitted with), e.g. to record who changed the gallery.
 
 Client side (:class:`ClientSecurity`, read by :func:`client_security_from_env`; used by
 :func:`channel_for`), for faceflow's own gRPC clients:
@@ -32,23 +42,29 @@ ever puts a token, a password or a private key into a message, a log or a repr.
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import hmac
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
+from google.protobuf import descriptor_pool
 
-from faceflow.errors import ConfigError, PermissionDenied, RequestError, Unauthenticated
+from faceflow.errors import ConfigError, PermissionDenied, RequestError, ServiceStartError, Unauthenticated
 
 TLS_CERT_FILE_ENV = "FACEFLOW_TLS_CERT_FILE"
 TLS_KEY_FILE_ENV = "FACEFLOW_TLS_KEY_FILE"
 TLS_CLIENT_CA_FILE_ENV = "FACEFLOW_TLS_CLIENT_CA_FILE"
 AUTH_TOKEN_FILE_ENV = "FACEFLOW_AUTH_TOKEN_FILE"  # noqa: S105 - a variable name, not a secret
+AUTH_TOKENS_FILE_ENV = "FACEFLOW_AUTH_TOKENS_FILE"
 TLS_CA_FILE_ENV = "FACEFLOW_TLS_CA_FILE"
 TLS_CLIENT_CERT_FILE_ENV = "FACEFLOW_TLS_CLIENT_CERT_FILE"
 TLS_CLIENT_KEY_FILE_ENV = "FACEFLOW_TLS_CLIENT_KEY_FILE"
@@ -210,6 +226,215 @@ def _check_pem(name: str, value: bytes | None, markers: Sequence[bytes], what: s
         raise ConfigError(f"{name}: expected {what} in PEM, got {len(value)} bytes without one")
 
 
+# -- scopes and the tokens file ---------------------------------------------------------------------
+
+
+class Scope(enum.Enum):
+    """What a bearer token may do: ``read`` only looks; ``admin`` also changes things, and implies
+    ``read``."""
+
+    READ = "read"
+    ADMIN = "admin"
+
+    def allows(self, needed: Scope) -> bool:
+        """Whether a token of this scope may call a method that needs ``needed``."""
+        return self is Scope.ADMIN or needed is Scope.READ
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The scope every method of every service faceflow serves needs, by service and method name.
+#: Read: calls that only look (``Subscribe``, ``Get*``, ``List*``, reflection). Admin: calls that
+#: change the gallery, the sources or the data (``PushFrames`` feeds frames into the mesh).
+#: Health is absent: it is exempt from tokens. :func:`method_scopes` checks this table against the
+#: services' descriptors, so a method added to a proto without a line here stops the server's
+#: start (with scoped tokens) and fails ``tests/service/test_scoped_tokens.py``: it is never
+#: silently given a scope.
+METHOD_SCOPES: Mapping[str, Mapping[str, Scope]] = {
+    "faceflow.v1.Aggregator": {
+        "Subscribe": Scope.READ,
+        "GetTrack": Scope.READ,
+        "ListTracks": Scope.READ,
+        "GetStream": Scope.READ,
+        "ListStreams": Scope.READ,
+        "ListIdentities": Scope.READ,
+        "GetIdentity": Scope.READ,
+        "EnrollIdentity": Scope.ADMIN,
+        "NameIdentity": Scope.ADMIN,
+        "ForgetIdentity": Scope.ADMIN,
+    },
+    "faceflow.v1.Ingest": {
+        "ListSources": Scope.READ,
+        "PushFrames": Scope.ADMIN,
+        "StartSource": Scope.ADMIN,
+        "StopSource": Scope.ADMIN,
+    },
+    "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": Scope.READ},
+    "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": Scope.READ},
+}
+#: The subject of the token in ``FACEFLOW_AUTH_TOKEN_FILE`` (which has every scope).
+SHARED_SUBJECT = "shared-token"
+#: The shortest token the tokens file accepts (``openssl rand -hex 32`` makes 64 characters).
+MIN_TOKEN_CHARS = 16
+#: A subject: a name for audit records and logs, never free text.
+SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}")
+_LINE_FORM = "'<scope> <subject> <token>'"
+
+
+def method_scopes(
+    services: Iterable[str],
+    *,
+    table: Mapping[str, Mapping[str, Scope]] | None = None,
+    pool: descriptor_pool.DescriptorPool | None = None,
+) -> dict[str, Scope]:
+    """The scope each method of ``services`` needs, keyed by its full path
+    (``/faceflow.v1.Aggregator/Subscribe``), read from the services' descriptors (``pool``, default
+    the generated modules' pool) and looked up in ``table`` (default :data:`METHOD_SCOPES`).
+    Exempt methods (health) are left out.
+
+    Raises:
+        ServiceStartError: a service without a descriptor, a method without a scope in ``table``,
+            or a ``table`` entry for a method the service does not have (renamed?).
+    """
+    pool = descriptor_pool.Default() if pool is None else pool
+    table = METHOD_SCOPES if table is None else table
+    scopes: dict[str, Scope] = {}
+    for name in services:
+        try:
+            service = pool.FindServiceByName(name)
+        except KeyError:
+            raise ServiceStartError(
+                f"service {name}: no protobuf descriptor, so its methods cannot be given scopes "
+                "(import its *_pb2 module first)"
+            ) from None
+        known = table.get(name, {})
+        names = {method.name for method in service.methods}
+        for method in service.methods:
+            path = f"/{name}/{method.name}"
+            if _is_exempt(path):
+                continue
+            if method.name not in known:
+                raise ServiceStartError(
+                    f"{path}: expected a scope in faceflow.service.security.METHOD_SCOPES, got none: "
+                    "add it as Scope.READ (it only looks) or Scope.ADMIN (it changes something)"
+                )
+            scopes[path] = known[method.name]
+        stale = sorted(set(known) - names)
+        if stale:
+            raise ServiceStartError(
+                f"METHOD_SCOPES[{name!r}]: expected methods of {name}, got {', '.join(stale)}, "
+                "which it does not have (renamed or removed? update the table)"
+            )
+    return scopes
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """One accepted bearer token: the scope it grants and its subject (who holds it, reported by
+    :func:`caller_subject`). The token stays out of ``repr`` and of every message."""
+
+    scope: Scope
+    subject: str
+    token: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scope, Scope):
+            raise ConfigError(f"scope: expected Scope.READ or Scope.ADMIN, got {type(self.scope).__name__}")
+        if not isinstance(self.subject, str) or not SUBJECT_PATTERN.fullmatch(self.subject):
+            raise ConfigError(
+                "subject: expected 1 to 64 letters, digits or ._@:+- (starting with a letter or a "
+                "digit), got another value (not shown)"
+            )
+        _check_token(self.token)
+        if self.token is None:
+            raise ConfigError("token: expected a bearer token, got None")
+
+
+def _shown_scope(word: str) -> str:
+    """``'write'`` for a short word; a long one might be a token in the wrong column."""
+    return repr(word) if re.fullmatch(r"[A-Za-z]{1,12}", word) else "another word (not shown)"
+
+
+def parse_tokens(
+    data: bytes, where: str, *, taken: Mapping[str, str] | None = None
+) -> tuple[TokenGrant, ...]:
+    """The grants of a tokens file: lines of ``<scope> <subject> <token>`` separated by spaces or
+    tabs, ``scope`` being ``read`` or ``admin``; blank lines and lines starting with ``#`` are
+    skipped. One subject may hold several tokens (a client moving to a new one), all of one scope.
+
+    ``where`` names the file in messages (``FACEFLOW_AUTH_TOKENS_FILE=/path``); ``taken`` maps
+    tokens accepted elsewhere to where (a token there is refused here as a duplicate).
+
+    Raises:
+        ConfigError: one line naming the file and the line number, never a token: a line of other
+            than three fields or with non-ASCII bytes, an unknown scope, a bad subject, a token
+            shorter than :data:`MIN_TOKEN_CHARS`, a token given twice, a subject given two scopes,
+            or no token at all.
+    """
+    grants: list[TokenGrant] = []
+    line_of_token: dict[str, str] = dict(taken or {})
+    scope_of_subject: dict[str, tuple[Scope, int]] = {}
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.strip(b" \t\r")
+        if not line or line.startswith(b"#"):
+            continue
+        at = f"{where}:{number}"
+        odd = sum(1 for b in line if not (0x21 <= b <= 0x7E or b in b" \t"))
+        if odd:
+            raise ConfigError(
+                f"{at}: expected visible ASCII fields separated by spaces, got {odd} other byte(s) "
+                "(the line is not shown)"
+            )
+        fields = line.decode("ascii").split()
+        if len(fields) != 3:
+            raise ConfigError(f"{at}: expected {_LINE_FORM}, got {len(fields)} field(s) (not shown)")
+        scope_word, subject, token = fields
+        try:
+            scope = Scope(scope_word)
+        except ValueError:
+            raise ConfigError(
+                f"{at}: scope: expected 'read' or 'admin', got {_shown_scope(scope_word)}"
+            ) from None
+        if not SUBJECT_PATTERN.fullmatch(subject):
+            raise ConfigError(
+                f"{at}: subject: expected 1 to 64 letters, digits or ._@:+- (starting with a letter "
+                "or a digit), got another word (not shown)"
+            )
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"{at}: token: expected at least {MIN_TOKEN_CHARS} characters, got {len(token)} "
+                "(not shown; make one with 'openssl rand -hex 32')"
+            )
+        if token in line_of_token:
+            raise ConfigError(
+                f"{at}: token: expected one token per client, got the same token as "
+                f"{line_of_token[token]} (not shown)"
+            )
+        line_of_token[token] = f"line {number}"
+        earlier = scope_of_subject.setdefault(subject, (scope, number))
+        if earlier[0] is not scope:
+            raise ConfigError(
+                f"{at}: subject: expected one scope per subject, got {scope} here and {earlier[0]} "
+                f"on line {earlier[1]} for the same subject"
+            )
+        grants.append(TokenGrant(scope=scope, subject=subject, token=token))
+    if not grants:
+        raise ConfigError(f"{where}: expected at least one {_LINE_FORM} line, got none")
+    return tuple(grants)
+
+
+def read_tokens_file(
+    variable: str, path: Path, *, taken: Mapping[str, str] | None = None
+) -> tuple[TokenGrant, ...]:
+    """:func:`parse_tokens` of the file ``path`` named by ``variable``.
+
+    Raises:
+        ConfigError: the file cannot be read, or :func:`parse_tokens` refuses it.
+    """
+    return parse_tokens(_read_bytes(variable, path), f"{variable}={path}", taken=taken)
+
+
 # -- server side ------------------------------------------------------------------------------------
 
 
@@ -220,13 +445,15 @@ class ServerSecurity:
 
     ``certificate_chain`` and ``private_key`` (PEM) turn TLS on, both or neither;
     ``client_ca`` (PEM) requires and verifies client certificates and needs TLS; ``token`` is the
-    bearer token every call but health must carry. Secrets stay out of ``repr``.
+    bearer token with every scope; ``tokens`` are scoped tokens (:class:`TokenGrant`). With either,
+    every call but health must carry one of them. Secrets stay out of ``repr``.
     """
 
     certificate_chain: bytes | None = field(default=None, repr=False)
     private_key: bytes | None = field(default=None, repr=False)
     client_ca: bytes | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    tokens: Sequence[TokenGrant] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         _check_pem("certificate_chain", self.certificate_chain, (_CERTIFICATE_MARKER,), "a certificate")
@@ -243,6 +470,11 @@ class ServerSecurity:
                 "verified only over TLS), got neither"
             )
         _check_token(self.token)
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        if not all(isinstance(grant, TokenGrant) for grant in self.tokens):
+            raise ConfigError("tokens: expected TokenGrant values, got another type")
+        if len({grant.token for grant in self.grants}) != len(self.grants):
+            raise ConfigError("tokens: expected each token once (with token), got one twice (not shown)")
 
     @property
     def tls(self) -> bool:
@@ -252,10 +484,16 @@ class ServerSecurity:
     def mutual_tls(self) -> bool:
         return self.client_ca is not None
 
+    @property
+    def grants(self) -> tuple[TokenGrant, ...]:
+        """Every accepted token: ``token`` (admin, :data:`SHARED_SUBJECT`) first, then ``tokens``."""
+        shared = () if self.token is None else (TokenGrant(Scope.ADMIN, SHARED_SUBJECT, self.token),)
+        return (*shared, *self.tokens)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServerSecurity:
-        """Read the ``FACEFLOW_TLS_*`` and ``FACEFLOW_AUTH_TOKEN_FILE`` variables (see the module
-        docstring); none set means plaintext without a token.
+        """Read the ``FACEFLOW_TLS_*``, ``FACEFLOW_AUTH_TOKEN_FILE`` and ``FACEFLOW_AUTH_TOKENS_FILE``
+        variables (see the module docstring); none set means plaintext without a token.
 
         Raises:
             ConfigError: a variable without its pair, a file that cannot be read or is not what it
@@ -274,11 +512,27 @@ class ServerSecurity:
         if client_ca_path is not None:
             client_ca = read_certificates(TLS_CLIENT_CA_FILE_ENV, Path(client_ca_path).expanduser())
         token = _token_of(env)
-        return cls(certificate_chain=chain, private_key=key, client_ca=client_ca, token=token)
+        tokens_path = env_setting(env, AUTH_TOKENS_FILE_ENV)
+        tokens: tuple[TokenGrant, ...] = ()
+        if tokens_path is not None:
+            taken = {} if token is None else {token: AUTH_TOKEN_FILE_ENV}
+            tokens = read_tokens_file(AUTH_TOKENS_FILE_ENV, Path(tokens_path).expanduser(), taken=taken)
+        return cls(certificate_chain=chain, private_key=key, client_ca=client_ca, token=token, tokens=tokens)
 
-    def interceptors(self) -> Sequence[grpc.ServerInterceptor]:
-        """The bearer-token check, when a token is configured (none otherwise)."""
-        return (BearerTokenCheck(self.token),) if self.token is not None else ()
+    def interceptors(self, services: Sequence[str] = ()) -> Sequence[grpc.ServerInterceptor]:
+        """The bearer-token check, when a token is configured (none otherwise).
+
+        ``services`` are the full names of the services the server serves; with scoped tokens,
+        every one of their methods must have a scope (:func:`method_scopes`). A method outside
+        them needs admin (fail closed).
+
+        Raises:
+            ServiceStartError: scoped tokens are configured and a method has no scope.
+        """
+        if not self.grants:
+            return ()
+        scopes = method_scopes(services) if self.tokens else {}
+        return (BearerTokenCheck(grants=self.grants, scopes=scopes),)
 
     def bind(self, server: grpc.Server, address: str) -> int:
         """Add a listening port on ``address`` (TLS when configured); return it (0: not bound)."""
@@ -300,7 +554,11 @@ class ServerSecurity:
             if self.mutual_tls
             else "TLS"
         )
-        return f"{transport}, {'bearer token' if self.token is not None else 'no token'}"
+        auth = ["bearer token"] if self.token is not None else []
+        if self.tokens:
+            admin = sum(1 for grant in self.tokens if grant.scope is Scope.ADMIN)
+            auth.append(f"scoped tokens ({admin} admin, {len(self.tokens) - admin} read)")
+        return f"{transport}, {' + '.join(auth) or 'no token'}"
 
 
 def server_security_from_env(env: Mapping[str, str]) -> ServerSecurity:
@@ -312,12 +570,11 @@ def _is_exempt(method: str) -> bool:
     return method.startswith(EXEMPT_METHOD_PREFIXES)
 
 
-def check_bearer(metadata: Sequence[tuple[str, str | bytes]] | None, token: str) -> None:
-    """Check a call's ``authorization`` metadata against ``token``, in constant time.
+def bearer_credential(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The token of a call's one ``authorization: Bearer <token>`` metadata entry.
 
     Raises:
         Unauthenticated: no ``authorization`` entry, several, or not ``Bearer <token>``.
-        PermissionDenied: a bearer token that is not ``token``.
     """
     values = [value for key, value in metadata or () if key == AUTHORIZATION]
     if not values:
@@ -332,36 +589,135 @@ def check_bearer(metadata: Sequence[tuple[str, str | bytes]] | None, token: str)
         raise Unauthenticated(
             f"{AUTHORIZATION} metadata: expected '{BEARER} <token>', got another form (not shown)"
         )
+    return credential
+
+
+def check_bearer(metadata: Sequence[tuple[str, str | bytes]] | None, token: str) -> None:
+    """Check a call's ``authorization`` metadata against ``token``, in constant time.
+
+    Raises:
+        Unauthenticated: no ``authorization`` entry, several, or not ``Bearer <token>``.
+        PermissionDenied: a bearer token that is not ``token``.
+    """
+    credential = bearer_credential(metadata)
     if not hmac.compare_digest(credential.encode("utf-8", "replace"), token.encode("ascii")):
         raise PermissionDenied("the bearer token is not the one this service accepts")
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+
 class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Refuses every call but health without the right ``authorization: Bearer`` metadata.
+    """Refuses every call but health without an accepted ``authorization: Bearer`` token, or with a
+    token whose scope the method's does not allow.
+
+    Args:
+        token: a token with every scope (subject :data:`SHARED_SUBJECT`).
+        grants: scoped tokens (at least one of ``token`` and ``grants``).
+        scopes: the scope each method needs, by full path (:func:`method_scopes`); a method not
+            in it needs admin.
 
     A refused call gets a handler of the same kind (unary or streaming, same serializers) whose
     behavior raises the :class:`~faceflow.errors.RequestError`; the scaffold's error mapping, which
-    wraps this interceptor, turns it into its status code, logs and counts it.
+    wraps this interceptor, turns it into its status code, logs and counts it. An admitted call's
+    handler records its subject for :func:`caller_subject`. Tokens are compared as SHA-256 digests,
+    each in constant time, all of them on every call (no early exit says which one matched).
     """
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        grants: Sequence[TokenGrant] = (),
+        scopes: Mapping[str, Scope] | None = None,
+    ) -> None:
         _check_token(token)
-        if token is None:
-            raise ConfigError("token: expected a bearer token, got None")
-        self._token = token
+        shared = () if token is None else (TokenGrant(Scope.ADMIN, SHARED_SUBJECT, token),)
+        accepted = (*shared, *grants)
+        if not accepted:
+            raise ConfigError("token: expected a bearer token or scoped grants, got neither")
+        self._grants = tuple((_digest(grant.token), grant) for grant in accepted)
+        self._scopes = dict(scopes or {})
+        self._unknown = (
+            "the bearer token is not the one this service accepts"
+            if len(accepted) == 1
+            else "the bearer token is not one this service accepts"
+        )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(token=***)"
+        return f"{type(self).__name__}(tokens={len(self._grants)}, token=***)"
+
+    def grant_of(self, metadata: Sequence[tuple[str, str | bytes]] | None, method: str) -> TokenGrant:
+        """The grant that admits a call of ``method`` with this ``authorization`` metadata.
+
+        Raises:
+            Unauthenticated: no ``Bearer`` token (see :func:`bearer_credential`).
+            PermissionDenied: a token this service does not accept, or one whose scope is too small.
+        """
+        digest = _digest(bearer_credential(metadata))
+        found: TokenGrant | None = None
+        for known, grant in self._grants:
+            if hmac.compare_digest(digest, known) and found is None:
+                found = grant
+        if found is None:
+            raise PermissionDenied(self._unknown)
+        needed = self._scopes.get(method, Scope.ADMIN)
+        if not found.scope.allows(needed):
+            raise PermissionDenied(
+                f"method {method.rsplit('/', 1)[-1]} needs scope {needed}; this token has {found.scope}"
+            )
+        return found
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or _is_exempt(str(details.method)):
+        method = str(details.method)
+        if handler is None or _is_exempt(method):
             return handler
         try:
-            check_bearer(details.invocation_metadata, self._token)
+            grant = self.grant_of(details.invocation_metadata, method)
         except RequestError as exc:
             return refusing_handler(handler, exc)
-        return handler
+        return admitting_handler(handler, grant.subject)
+
+
+#: The subject each admitted call was admitted as, by its servicer context (gone with the call).
+_SUBJECTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_SUBJECTS_LOCK = threading.Lock()
+
+
+def caller_subject(context: Any) -> str | None:
+    """Who made the call whose servicer ``context`` this is: the subject of the bearer token it was
+    admitted with (:data:`SHARED_SUBJECT` for ``FACEFLOW_AUTH_TOKEN_FILE``'s token), or None when
+    the server checks no token, or for health (exempt).
+
+    Servicers call it with the context gRPC hands them, e.g. to record who enrolled, named or
+    forgot an identity. The value is a checked name (:data:`SUBJECT_PATTERN`), never the token.
+    """
+    with _SUBJECTS_LOCK:
+        return _SUBJECTS.get(context)
+
+
+def admitting_handler(handler: Any, subject: str) -> Any:
+    """``handler`` with its behavior recording ``subject`` for :func:`caller_subject` first.
+
+    Recorded against the servicer context rather than the thread, so it holds however the servicer
+    uses threads, and it goes away with the context.
+    """
+
+    def admitted(behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def call(request: Any, context: Any) -> Any:
+            with _SUBJECTS_LOCK:
+                _SUBJECTS[context] = subject
+            return behavior(request, context)
+
+        return call
+
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior:
+            return handler._replace(**{kind: admitted(behavior)})
+    return handler
 
 
 def refusing_handler(handler: Any, exc: RequestError) -> Any:
