@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -70,13 +71,21 @@ class InRecord:
 
 @dataclass(frozen=True)
 class OutRecord:
-    """One record to produce. ``partition`` None lets the producer's partitioner choose (by key)."""
+    """One record to produce. ``partition`` None lets the producer's partitioner choose (by key).
+
+    ``after`` holds the record back: ``(input partition, offset)`` sends it only once every input
+    record of that partition (of the result's input topic) below ``offset`` is done, apart from the
+    result's own record, and once the result's other outputs are acknowledged. The aggregator's
+    checkpoints use it, so a checkpoint never reaches the state topic before the events it covers
+    (a crash in between would otherwise restore state whose events were never published).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: HeaderList = field(default_factory=list)
     partition: int | None = None
+    after: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +246,8 @@ class ConsumeLoop:
         self._oldest_s: float | None = None
         self._batches: deque[_Batch] = deque()
         self._delivered_queue: deque[Result] = deque()
+        #: Results whose first outputs are acknowledged and whose held-back (``after``) outputs wait.
+        self._held: deque[tuple[Result, tuple[OutRecord, ...]]] = deque()
         self._last_polled: dict[TopicPartition, int] = {}
         self._grace_s = 10.0
         self._stop = threading.Event()
@@ -299,6 +310,7 @@ class ConsumeLoop:
                 self._poll_once()
                 self._submit_ready()
                 self._complete_ready()
+                self._release_held()
                 self._flow_control()
                 self._maybe_commit(force=False)
                 if self._delivery_error is not None:
@@ -460,10 +472,26 @@ class ConsumeLoop:
 
     def _produce(self, result: Result, outputs: list[OutRecord]) -> None:
         record = result.record
-        if not outputs:
+        first = [o for o in outputs if o.after is None]
+        held = tuple(o for o in outputs if o.after is not None)
+        if not first and not held:
             self.tracker.done(record.tp, record.offset)
             self.processor.delivered([result])
             return
+        if not first:
+            self._held.append((result, held))
+            return
+
+        def then() -> None:
+            if held:
+                self._held.append((result, held))  # released by the loop thread (_release_held)
+            else:
+                self._finished(result)
+
+        self._send_all(first, then)
+
+    def _send_all(self, outputs: Sequence[OutRecord], then: Callable[[], None]) -> None:
+        """Send ``outputs``; call ``then`` (on the producer's thread) once every one is acknowledged."""
         remaining = [len(outputs)]
         lock = threading.Lock()
 
@@ -472,8 +500,7 @@ class ConsumeLoop:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                self.tracker.done(record.tp, record.offset)
-                self._delivered_queue.append(result)
+                then()
 
         def failed(exc: BaseException) -> None:
             self._delivery_error = f"{type(exc).__name__}: {exc}"
@@ -484,6 +511,47 @@ class ConsumeLoop:
             )
             future.add_callback(acked)
             future.add_errback(failed)
+
+    def _finished(self, result: Result) -> None:
+        self.tracker.done(result.record.tp, result.record.offset)
+        self._delivered_queue.append(result)
+
+    def _release_held(self) -> None:
+        """Send held-back outputs whose inputs are done (see :attr:`OutRecord.after`), in order.
+
+        A result whose record left this member (revoked), or whose ``after`` partition is no longer
+        tracked here, is dropped unsent: what it would have covered is replayed by the next owner.
+        """
+        kept: deque[tuple[Result, tuple[OutRecord, ...]]] = deque()
+        while self._held:
+            result, held = self._held.popleft()
+            record = result.record
+            if not self._current(record):
+                continue
+            ready = True
+            dropped = False
+            for out in held:
+                assert out.after is not None
+                partition, offset = out.after
+                undone = self.tracker.undone_below(TopicPartition(record.topic, partition), offset)
+                if undone is None:
+                    dropped = True
+                elif any(o != record.offset for o in undone):
+                    ready = False
+            if dropped:
+                logger.info(
+                    "%s: held outputs of %s/%d@%d dropped: their input partition left this member",
+                    self.config.service,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                continue
+            if ready:
+                self._send_all(held, functools.partial(self._finished, result))
+            else:
+                kept.append((result, held))
+        self._held.extendleft(reversed(kept))
 
     def _dlq_record(self, record: InRecord, reason: str) -> OutRecord:
         headers = [
@@ -612,8 +680,23 @@ class ConsumeLoop:
             self._send(
                 final()
             )  # e.g. the aggregator's last checkpoints, so the commit covers everything done
-        remaining = max(0.0, deadline - time.monotonic())
-        self.producer.flush(timeout=max(1.0, remaining))
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            self.producer.flush(timeout=max(1.0, remaining))
+            waiting = len(self._held)
+            self._release_held()
+            if not self._held or (len(self._held) == waiting and time.monotonic() >= deadline):
+                break
+            if len(self._held) == waiting:
+                time.sleep(0.02)
+        self.producer.flush(timeout=max(1.0, deadline - time.monotonic()))
+        if self._held:
+            logger.warning(
+                "%s: %d held-back outputs (checkpoints) not sent: the records they cover are not all "
+                "acknowledged; the next owner replays from the last checkpoint",
+                self.config.service,
+                len(self._held),
+            )
         self._flow_control()
         self._close(commit=True)
 

@@ -56,6 +56,15 @@ class OffsetTracker:
         with self._lock:
             return self._next.get(partition)
 
+    def undone_below(self, partition: Hashable, offset: int) -> list[int] | None:
+        """Offsets below ``offset`` polled and not yet done, or None if ``partition`` is not tracked
+        (never polled, or dropped on revoke)."""
+        with self._lock:
+            pending = self._pending.get(partition)
+            if pending is None:
+                return None
+            return [o for o, finished in pending.items() if o < offset and not finished]
+
     def all_committable(self) -> dict[Hashable, int]:
         with self._lock:
             return dict(self._next)
