@@ -21,6 +21,9 @@ DEFAULT_AGGREGATOR_URL = "127.0.0.1:50053"
 
 
 def register(sub: Any) -> None:
+    from faceflow.service.config import add_consumer_timeout_arguments  # noqa: PLC0415
+    from faceflow.service.ready_file import add_ready_file_argument  # noqa: PLC0415
+
     p = sub.add_parser(
         "aggregator",
         help="analyses topic -> tracks, identities, fused results -> faces topic and the Aggregator gRPC API",
@@ -36,8 +39,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--group-id", help="consumer group (default faceflow-aggregator)")
     p.add_argument("--instance-id", help="static group membership id")
-    for topic in ("analyses", "faces", "state", "identities", "dlq"):
+    for topic in ("analyses", "faces", "faces-json", "state", "identities", "dlq"):
         p.add_argument(f"--{topic}-topic", help=f"the {topic} topic (default: faceflow's)")
+    p.add_argument(
+        "--faces-json-mirror",
+        action="store_true",
+        help="also write every faces record as proto3 JSON to the faces-json topic (faceflow.faces.json.v1)",
+    )
     p.add_argument("--cross-stream", action="store_true", help="link anonymous identities across streams")
     p.add_argument("--publish-embeddings", action="store_true", help="put embeddings on the faces topic")
     p.add_argument(
@@ -56,12 +64,19 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--grpc-host", help="gRPC listen address (default 127.0.0.1)")
     p.add_argument("--grpc-port", type=int, help="gRPC port, 0 picks a free one (default 50053)")
+    p.add_argument(
+        "--advertise-address",
+        help="host or host:port the other replicas forward calls for this replica's streams to "
+        "(default: $POD_IP, else --grpc-host unless a wildcard, else the host name; the bound port)",
+    )
     p.add_argument("--metrics-host", help="metrics listen address (default 127.0.0.1)")
     p.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port, 0 picks a free one (default 9466)"
     )
+    add_consumer_timeout_arguments(p)
     p.add_argument("--grace-s", type=float, help="seconds to finish on SIGTERM (default 10)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_ready_file_argument(p)
     p.set_defaults(handler=run)
 
     ids = sub.add_parser("identities", help="the gallery: enroll from photos, name, list, forget (over gRPC)")
@@ -102,6 +117,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         instance_id=args.instance_id,
         analyses_topic=args.analyses_topic,
         faces_topic=args.faces_topic,
+        faces_json_mirror=True if args.faces_json_mirror else None,
+        faces_json_topic=args.faces_json_topic,
         state_topic=args.state_topic,
         identities_topic=args.identities_topic,
         dlq_topic=args.dlq_topic,
@@ -113,8 +130,11 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         checkpoint_frames=args.checkpoint_frames,
         grpc_host=args.grpc_host,
         grpc_port=args.grpc_port,
+        advertise_address=args.advertise_address,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        session_timeout_ms=args.session_timeout_ms,
+        max_poll_interval_ms=args.max_poll_interval_ms,
         grace_s=args.grace_s,
     )
 
@@ -122,19 +142,38 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 def run(args: argparse.Namespace) -> int:
     from faceflow.aggregator.service import AggregatorService  # noqa: PLC0415 - fast --help
     from faceflow.service.main import run_deployable  # noqa: PLC0415
+    from faceflow.service.ready_file import Endpoints, ReadyFile, ready_file_path  # noqa: PLC0415
 
+    ready_path = ready_file_path(args.ready_file)
     config = config_from_args(args)
     service = AggregatorService(config)
 
     def banner() -> str:
         port = service.server.port if service.server else config.grpc_port
+        mirror = f" + {config.faces_json_topic}" if config.faces_json_mirror else ""
         return (
-            f"{config.analyses_topic} -> {config.faces_topic}; gRPC {config.grpc_host}:{port}; "
+            f"{config.analyses_topic} -> {config.faces_topic}{mirror}; gRPC {config.grpc_host}:{port}; "
             f"metrics http://{config.metrics_host}:{service.metrics.port}/metrics"
         )
 
+    def endpoints() -> Endpoints:
+        assert service.server is not None
+        return Endpoints(
+            grpc_host=config.grpc_host,
+            grpc_port=service.server.port,
+            metrics_host=config.metrics_host,
+            metrics_port=service.metrics.port or 0,
+        )
+
     return run_deployable(
-        service, name="aggregator", grace_s=config.grace_s, banner=banner, duration_s=args.duration
+        service,
+        name="aggregator",
+        grace_s=config.grace_s,
+        banner=banner,
+        duration_s=args.duration,
+        ready=lambda: service.server is not None and service.server.serving,
+        endpoints=endpoints,
+        ready_file=None if ready_path is None else ReadyFile(ready_path, service="aggregator"),
     )
 
 

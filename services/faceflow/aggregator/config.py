@@ -7,6 +7,7 @@ Every field is also the variable ``FACEFLOW_AGGREGATOR_<FIELD>`` (upper case), e
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from faceflow.service.config import (
     KAFKA_BOOTSTRAP_ENV,
     TRITON_URL_ENV,
     ConfigMixin,
+    check_consumer_timeouts,
     check_hostports,
     check_ints,
     check_names,
@@ -28,6 +30,15 @@ from faceflow.service.config import (
 from faceflow.service.grpc_server import RESERVED_WORKERS
 
 ENV_PREFIX = "FACEFLOW_AGGREGATOR_"
+#: ``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address (no port).
+_ADVERTISE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*)(?::(\d{1,5}))?|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+"
+)
+
+
+def _valid_advertise(value: str) -> bool:
+    match = _ADVERTISE.fullmatch(value)
+    return match is not None and (match.group(1) is None or 0 < int(match.group(1)) < 65536)
 
 
 class AggregatorConfigError(ConfigError, ValueError):
@@ -42,6 +53,10 @@ class AggregatorConfig(ConfigMixin):
     triton_url: str = DEFAULT_TRITON_URL
     analyses_topic: str = topics.ANALYSES.name
     faces_topic: str = topics.FACES.name
+    #: Also write every faces record, same key and headers, as canonical proto3 JSON to
+    #: ``faces_json_topic`` (for consumers with no registry or descriptors: docs/consumers.md).
+    faces_json_mirror: bool = False
+    faces_json_topic: str = topics.FACES_JSON.name
     state_topic: str = topics.AGGREGATOR_STATE.name
     identities_topic: str = topics.IDENTITIES.name
     #: Analyses that are not one (poison) go here with the reason, as the analyzer's poison frames do.
@@ -51,6 +66,10 @@ class AggregatorConfig(ConfigMixin):
     client_id: str = "faceflow-aggregator"
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50053
+    #: ``host`` or ``host:port`` the other replicas reach this one's gRPC on (advertised to the
+    #: consumer group; they forward calls for this replica's streams there). Empty: ``$POD_IP``,
+    #: else ``grpc_host`` unless it is a wildcard, else the host name; with the bound gRPC port.
+    advertise_address: str = ""
     grpc_workers: int = 32
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9466
@@ -76,14 +95,36 @@ class AggregatorConfig(ConfigMixin):
     #: Live subscribers of this replica; each holds a gRPC thread, so at most grpc_workers - 4.
     max_subscribers: int = 28
     grace_s: float = 10.0
+    #: How long a silent member keeps its partitions: the failover time after a kill, against
+    #: needless rebalances on a pause (docs/kubernetes.md, "Consumer session timeout").
     session_timeout_ms: int = 30_000
+    #: Longest gap between two polls before the member is ejected.
+    max_poll_interval_ms: int = 300_000
 
     def __post_init__(self) -> None:
         check_hostports(self, ("kafka_bootstrap", "triton_url"), error=AggregatorConfigError)
         error = AggregatorConfigError
-        names = ("analyses_topic", "faces_topic", "state_topic", "identities_topic", "group_id", "client_id")
+        names = (
+            "analyses_topic",
+            "faces_topic",
+            "faces_json_topic",
+            "state_topic",
+            "identities_topic",
+            "group_id",
+            "client_id",
+        )
         check_names(self, names, error=error)
+        if self.faces_json_mirror and self.faces_json_topic == self.faces_topic:
+            raise AggregatorConfigError(
+                f"faces_json_topic: expected a topic other than faces_topic (JSON would land among the "
+                f"protobuf records), got {self.faces_json_topic!r}"
+            )
         check_ports(self, ("grpc_port", "metrics_port"), error=error)
+        if self.advertise_address and not _valid_advertise(self.advertise_address):
+            raise AggregatorConfigError(
+                f"advertise_address: expected host or host:port (e.g. 10.0.0.7:50053), got "
+                f"{self.advertise_address!r}"
+            )
         minimums = (
             ("grpc_workers", 4),
             ("checkpoint_frames", 1),
@@ -93,6 +134,7 @@ class AggregatorConfig(ConfigMixin):
             ("max_subscribers", 1),
         )
         check_ints(self, minimums, error=error)
+        check_consumer_timeouts(self, error=error)
         if self.max_subscribers > self.grpc_workers - RESERVED_WORKERS:
             raise AggregatorConfigError(
                 f"max_subscribers: expected at most grpc_workers - {RESERVED_WORKERS} = "

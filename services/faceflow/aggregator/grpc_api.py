@@ -5,13 +5,16 @@ Status codes (the shared scaffold maps the errors raised here):
 ==================== =========================================================================
 INVALID_ARGUMENT     a bad stream id, filter, start position, page size or token, name, or a
                      photo that shows no face or several (the message names the photo)
-NOT_FOUND            a stream this replica does not own, an unknown track or identity
+NOT_FOUND            a stream no replica has state for, an unknown track or identity
 RESOURCE_EXHAUSTED   too many subscribers on this replica; too many or too large photos
-UNAVAILABLE          Triton (enrolment) or the broker (gallery writes) cannot answer now
+UNAVAILABLE          Triton (enrolment) or the broker (gallery writes) cannot answer now; the
+                     replica that owns the stream does not answer, or nobody owns it (rebalance)
 ==================== =========================================================================
 
-Tracks and streams are answered by the replica that owns the stream (its partition); any replica
-serves Subscribe and the gallery.
+Any replica answers every method for any stream. Tracks and streams live on the replica that owns
+the stream (its analyses partition); another replica forwards the call there
+(:mod:`faceflow.aggregator.routing`), and ListStreams merges every replica's. Subscribe and the
+gallery are served from the topics every replica reads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from opentelemetry.trace import SpanKind
 from faceflow.aggregator.events import track_message
 from faceflow.aggregator.gallery import KINDS, GallerySync, set_times
 from faceflow.aggregator.processor import AggregatorProcessor
+from faceflow.aggregator.routing import Router, merge_streams
 from faceflow.aggregator.subscriptions import Filter, Hub, Replay, stream_items
 from faceflow.core.identity import Gallery, IdentityEntry, IdentityKind, add_exemplars, new_identity_id
 from faceflow.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -92,6 +96,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         subscriber_queue: int,
         triton: Callable[[], FaceModels],
         partitions: Callable[[], set[int]],
+        router: Router | None = None,
     ) -> None:
         self.processor = processor
         self.gallery = gallery
@@ -103,6 +108,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.subscriber_queue = subscriber_queue
         self.triton = triton
         self.partitions = partitions
+        self.router = router
 
     # -- events ----------------------------------------------------------------------------------
     def Subscribe(
@@ -139,6 +145,11 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
                 self.hub.unsubscribe(sub)
 
     # -- tracks and streams ----------------------------------------------------------------------
+    def _forwarded(self, method: str, stream_id: str, request: Any, context: Any) -> Any | None:
+        """The owner's answer when another replica owns the stream; None when this one answers."""
+        sid = _stream_id(stream_id)
+        return None if self.router is None else self.router.forward(method, sid, request, context)
+
     def _owned(self, stream_id: str) -> Any:
         owned = self.processor.stream(_stream_id(stream_id))
         if owned is None:
@@ -151,6 +162,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def GetTrack(
         self, request: aggregator_pb2.GetTrackRequest, context: Any
     ) -> aggregator_pb2.GetTrackResponse:
+        answer = self._forwarded("GetTrack", request.stream_id, request, context)
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
         with self.lock:
             owned = self._owned(request.stream_id)
             summary = owned.analytics.track(request.track_id)
@@ -161,6 +175,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def ListTracks(
         self, request: aggregator_pb2.ListTracksRequest, context: Any
     ) -> aggregator_pb2.ListTracksResponse:
+        answer = self._forwarded("ListTracks", request.stream_id, request, context)
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
         size = request.page_size or DEFAULT_PAGE
         if size > MAX_PAGE:
             raise InvalidArgument(f"page_size: expected at most {MAX_PAGE}, got {request.page_size}")
@@ -200,6 +217,9 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     def GetStream(
         self, request: aggregator_pb2.GetStreamRequest, context: Any
     ) -> aggregator_pb2.GetStreamResponse:
+        answer = self._forwarded("GetStream", request.stream_id, request, context)
+        if answer is not None:
+            return answer  # type: ignore[no-any-return]
         with self.lock:
             return aggregator_pb2.GetStreamResponse(
                 stream=self._stream_info(request.stream_id, self._owned(request.stream_id))
@@ -210,7 +230,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
     ) -> aggregator_pb2.ListStreamsResponse:
         with self.lock:
             streams = [self._stream_info(sid, owned) for sid, owned in self.processor.owned()]
-        return aggregator_pb2.ListStreamsResponse(streams=sorted(streams, key=lambda s: s.stream_id))
+        peers = [] if self.router is None else self.router.peer_streams(request, context)
+        return aggregator_pb2.ListStreamsResponse(streams=merge_streams(streams, peers))
 
     # -- identities -------------------------------------------------------------------------------
     def EnrollIdentity(

@@ -4,7 +4,10 @@ For each record: parse the ``FrameAnalysis`` (a record that is not one goes to t
 reason), find its stream's state (restoring the partition's checkpoints the first time the
 partition is seen after an assignment), apply it (a repeat ``(stream_id, seq)`` is dropped), and
 produce its ``FaceEvent`` records to the faces topic and the gallery entries it created or changed
-to the identities topic.
+to the identities topic. With ``faces_json_mirror``, each faces record is followed by its JSON twin
+on the faces JSON topic (same key, same headers, :func:`faceflow.kafka.json_mirror.to_json`): both
+are outputs of the same input record, so its offset is committed only once both are acknowledged,
+and a crash before that replays the record and writes both again.
 
 Checkpoints: every ``checkpoint_frames`` frames or ``checkpoint_interval_s`` of a partition (and at
 a stream's end), every stream of that partition changed since its last checkpoint is written to the
@@ -12,6 +15,18 @@ state topic with the offset after the current record. Offsets are committed no f
 last *delivered* checkpoint of the partition (:meth:`commit_limit`), so a new owner that restores
 the checkpoints and resumes from the committed offset replays, and drops as repeats, exactly what
 the state already holds: track and identity ids stay the same across a restart or a rebalance.
+
+A checkpoint never runs ahead of its events: it is held back (:attr:`OutRecord.after`) until every
+output of every record it covers is acknowledged, so a crash cannot leave state in the topic whose
+events were never published (a restore would drop their replay as repeats). The invariant behind
+:meth:`commit_limit` is that a checkpoint offset ``o`` of partition ``p`` means *every* stream of
+``p`` is in the topic as of ``o``: so evicting a changed stream (``max_streams``) checkpoints every
+changed stream of its own partition at that partition's offset, never another partition's.
+
+Kafka reads (a partition's checkpoints on its first record after an assignment, an evicted stream
+that returns) happen before the state lock is taken, so they never stall the gRPC API. An evicted
+stream's checkpoint stays in memory until the state topic acknowledges it: a stream that comes
+back sooner resumes from it rather than from an older record in the topic.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from faceflow.aggregator.state import Checkpoint, encode_checkpoint
 from faceflow.core.identity import Gallery
 from faceflow.core.stream import StreamAnalytics, StreamConfig
 from faceflow.kafka.headers import message_headers
+from faceflow.kafka.json_mirror import to_json
 from faceflow.service.consume import InRecord, OutRecord, Result
 from faceflow.service.tracing import child_span, traceparent_of_headers, traceparent_of_span
 from faceflow.streams import InvalidStreamId, validate_stream_id
@@ -51,14 +67,33 @@ class _Owned:
     analytics: StreamAnalytics
     partition: int
     dirty: bool = False
+    #: The offset its last checkpoint was written at (0: none written by this replica).
+    checkpoint_offset: int = 0
 
 
 @dataclass
 class _PartitionState:
     frames_since: int = 0
     since_s: float = field(default_factory=time.monotonic)
+    #: The highest checkpoint offset of this partition the state topic has acknowledged.
     committed_limit: int = 0
     next_offset: int = 0
+    #: Streams of this partition checkpointed and dropped from memory (max_streams), oldest first.
+    evicted: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Evicted streams whose checkpoint the topic has not acknowledged yet: kept to resume from.
+    unacked: dict[str, Checkpoint] = field(default_factory=dict)
+
+
+@dataclass
+class _Checkpointed:
+    """A result's token: the checkpoint offsets per partition its outputs write."""
+
+    limits: list[tuple[int, int]] = field(default_factory=list)
+
+
+#: Evicted stream ids remembered per partition, at least (a stream forgotten here that returns
+#: starts afresh: new track ids). The real bound is the larger of this and 16 x max_streams.
+MIN_EVICTED_REMEMBERED = 10_000
 
 
 class AggregatorProcessor:
@@ -94,23 +129,32 @@ class AggregatorProcessor:
         )
         self.streams: OrderedDict[str, _Owned] = OrderedDict()
         self.partitions: dict[int, _PartitionState] = {}
-        self.evicted: set[str] = set()
+        #: Checkpoints read from the state topic by :meth:`_prefetch` (outside the lock) for this batch.
+        self._prefetched: dict[int, dict[str, Checkpoint]] = {}
         self.duplicates = 0
         self.events = 0
 
     # -- Processor -------------------------------------------------------------------------------
     def process(self, records: Sequence[InRecord]) -> list[Result]:
+        self._prefetch(records)
         results = []
-        with self.lock:
-            for record in records:
-                results.append(self._one(record))
+        try:
+            with self.lock:
+                self._free_unacked()
+                for record in records:
+                    results.append(self._one(record))
+        finally:
+            self._prefetched.clear()
         return results
 
     def delivered(self, results: Sequence[Result]) -> None:
+        # The loop's thread, while a batch may hold the lock: only plain int updates here; the
+        # snapshots of evicted streams now in the topic are freed by the next batch (_free_unacked).
         for result in results:
             token = result.token
-            if isinstance(token, tuple) and token and token[0] == "checkpoint":
-                _, partition, offset = token
+            if not isinstance(token, _Checkpointed):
+                continue
+            for partition, offset in token.limits:
                 state = self.partitions.get(partition)
                 if state is not None:
                     state.committed_limit = max(state.committed_limit, offset)
@@ -121,7 +165,7 @@ class AggregatorProcessor:
             for stream_id in [s for s, o in self.streams.items() if o.partition in numbers]:
                 del self.streams[stream_id]
             for p in numbers:
-                self.partitions.pop(p, None)
+                self.partitions.pop(p, None)  # with its evicted index: the new owner has the topic
         logger.info(
             "aggregator: dropped the state of partitions %s (their new owner restores it)", sorted(numbers)
         )
@@ -138,11 +182,44 @@ class AggregatorProcessor:
         return self.streams.get(stream_id)
 
     # -- steps ---------------------------------------------------------------------------------------
+    def _free_unacked(self) -> None:
+        """Drop kept checkpoints of evicted streams that the state topic has acknowledged."""
+        for state in self.partitions.values():
+            if state.unacked:
+                for stream_id in [
+                    s for s, c in state.unacked.items() if c.next_offset <= state.committed_limit
+                ]:
+                    del state.unacked[stream_id]
+
+    def _prefetch(self, records: Sequence[InRecord]) -> None:
+        """Read, without the lock, the state partitions this batch needs: partitions seen for the
+        first time since their assignment, and partitions an evicted stream returns to."""
+        with self.lock:
+            wanted = set()
+            for record in records:
+                state = self.partitions.get(record.partition)
+                if state is None:
+                    wanted.add(record.partition)
+                    continue
+                stream_id = (record.key or b"").decode("utf-8", "replace")
+                if stream_id in state.evicted and stream_id not in state.unacked:
+                    wanted.add(record.partition)  # evicted, and its checkpoint is only in the topic
+        for partition in sorted(wanted):
+            self._prefetched[partition] = self.restore(partition)
+
+    def _read(self, partition: int) -> dict[str, Checkpoint]:
+        """A state partition's checkpoints: prefetched for this batch, else read now (under the lock:
+        only when a record's key did not name its stream, which the analyzer never does)."""
+        found = self._prefetched.get(partition)
+        if found is None:
+            found = self._prefetched[partition] = self.restore(partition)
+        return found
+
     def _load_partition(self, partition: int) -> _PartitionState:
         state = self.partitions.get(partition)
         if state is not None:
             return state
-        checkpoints = self.restore(partition)
+        checkpoints = self._read(partition)
         state = _PartitionState(committed_limit=max((c.next_offset for c in checkpoints.values()), default=0))
         self.partitions[partition] = state
         for checkpoint in checkpoints.values():
@@ -156,12 +233,19 @@ class AggregatorProcessor:
             logger.error("stream %s: checkpoint skipped (%s): it starts afresh", checkpoint.stream_id, exc)
             return
         self.streams[checkpoint.stream_id] = _Owned(analytics, checkpoint.partition)
-        self.evicted.discard(checkpoint.stream_id)
 
-    def _owned_stream(self, stream_id: str, partition: int, outputs: list[OutRecord], offset: int) -> _Owned:
+    def _owned_stream(
+        self,
+        stream_id: str,
+        state: _PartitionState,
+        partition: int,
+        outputs: list[OutRecord],
+        note: _Checkpointed,
+    ) -> _Owned:
         owned = self.streams.get(stream_id)
-        if owned is None and stream_id in self.evicted:
-            checkpoint = self.restore(partition).get(stream_id)
+        if owned is None and stream_id in state.evicted:
+            del state.evicted[stream_id]
+            checkpoint = state.unacked.pop(stream_id, None) or self._read(partition).get(stream_id)
             if checkpoint is not None:
                 self._restore_stream(checkpoint)
             owned = self.streams.get(stream_id)
@@ -170,11 +254,53 @@ class AggregatorProcessor:
             self.streams[stream_id] = owned
         self.streams.move_to_end(stream_id)
         while len(self.streams) > self.config.max_streams:
-            old_id, old = self.streams.popitem(last=False)
-            outputs.append(self._checkpoint_record(old_id, old, offset))
-            self.evicted.add(old_id)
-            logger.info("stream %s: evicted (max_streams=%d), checkpointed", old_id, self.config.max_streams)
+            self._evict_oldest(outputs, note)
         return owned
+
+    def _evict_oldest(self, outputs: list[OutRecord], note: _Checkpointed) -> None:
+        """Drop the least recently seen stream. If it changed, every changed stream of its partition
+        is checkpointed at that partition's offset first (see the module docstring); its checkpoint
+        stays in memory until the topic acknowledges it."""
+        old_id, old = next(iter(self.streams.items()))
+        partition = old.partition
+        state = self.partitions[partition]
+        if old.dirty:
+            outputs.extend(self._checkpoint_partition(partition, state, note))
+        if old.checkpoint_offset > state.committed_limit:
+            state.unacked[old_id] = Checkpoint(
+                stream_id=old_id,
+                partition=partition,
+                next_offset=old.checkpoint_offset,
+                snapshot=old.analytics.snapshot(),
+            )
+        del self.streams[old_id]
+        state.evicted[old_id] = None
+        remembered = max(MIN_EVICTED_REMEMBERED, 16 * self.config.max_streams)
+        while len(state.evicted) > remembered:
+            forgotten, _ = state.evicted.popitem(last=False)
+            state.unacked.pop(forgotten, None)
+            logger.warning(
+                "stream %s: forgotten as evicted (over %d in partition %d): it starts afresh if it returns",
+                forgotten,
+                remembered,
+                partition,
+            )
+        logger.info("stream %s: evicted (max_streams=%d)", old_id, self.config.max_streams)
+
+    def _checkpoint_partition(
+        self, partition: int, state: _PartitionState, note: _Checkpointed
+    ) -> list[OutRecord]:
+        """Checkpoint every changed stream of ``partition`` as of its next offset, held back until
+        every record before that offset is acknowledged."""
+        offset = state.next_offset
+        outputs = [
+            self._checkpoint_record(stream_id, owned, offset)
+            for stream_id, owned in self.streams.items()
+            if owned.partition == partition and owned.dirty
+        ]
+        state.frames_since, state.since_s = 0, time.monotonic()
+        note.limits.append((partition, offset))
+        return outputs
 
     def _one(self, record: InRecord) -> Result:
         if record.value is None:
@@ -192,7 +318,8 @@ class AggregatorProcessor:
             return Result(record, dlq_reason=str(exc))
         state = self._load_partition(record.partition)
         outputs: list[OutRecord] = []
-        owned = self._owned_stream(message.stream_id, record.partition, outputs, record.offset + 1)
+        note = _Checkpointed()
+        owned = self._owned_stream(message.stream_id, state, record.partition, outputs, note)
         with child_span(
             "aggregate frame",
             traceparent_of_headers(record.headers),
@@ -203,16 +330,22 @@ class AggregatorProcessor:
             out = owned.analytics.apply(frame)
             if out.repeat:
                 self.duplicates += 1
-                return Result(record, outputs=tuple(outputs))
+                return Result(record, outputs=tuple(outputs), token=note if note.limits else None)
             trace = traceparent_of_span(span)
             events = face_events(message, out, publish_embeddings=self.config.publish_embeddings)
             span.set_attribute("faceflow.events", len(events))
         headers = message_headers(EVENT_TYPE, trace)
         key = message.stream_id.encode()
-        outputs.extend(
-            OutRecord(topic=self.config.faces_topic, key=key, value=e.SerializeToString(), headers=headers)
-            for e in events
-        )
+        for e in events:
+            outputs.append(
+                OutRecord(
+                    topic=self.config.faces_topic, key=key, value=e.SerializeToString(), headers=headers
+                )
+            )
+            if self.config.faces_json_mirror:
+                outputs.append(
+                    OutRecord(topic=self.config.faces_json_topic, key=key, value=to_json(e), headers=headers)
+                )
         self.events += len(events)
         if self.sync is not None:
             for entry in out.gallery_puts:
@@ -231,31 +364,24 @@ class AggregatorProcessor:
         owned.dirty = True
         state.frames_since += 1
         state.next_offset = record.offset + 1
-        token = None
         due = (
             state.frames_since >= self.config.checkpoint_frames
             or time.monotonic() - state.since_s >= self.config.checkpoint_interval_s
             or message.end_of_stream
         )
         if due:
-            offset = record.offset + 1
-            for stream_id, other in self.streams.items():
-                if other.partition == record.partition and other.dirty:
-                    outputs.append(self._checkpoint_record(stream_id, other, offset))
-            state.frames_since, state.since_s = 0, time.monotonic()
-            token = ("checkpoint", record.partition, offset)
-        return Result(record, outputs=tuple(outputs), token=token)
+            outputs.extend(self._checkpoint_partition(record.partition, state, note))
+        return Result(record, outputs=tuple(outputs), token=note if note.limits else None)
 
     def final_results(self) -> list[Result]:
         """When stopping: checkpoint every changed stream, so the final commit covers all applied work."""
         results = []
         with self.lock:
             for partition, state in self.partitions.items():
-                outputs = [
-                    self._checkpoint_record(stream_id, owned, state.next_offset)
-                    for stream_id, owned in self.streams.items()
-                    if owned.partition == partition and owned.dirty
-                ]
+                if not any(o.partition == partition and o.dirty for o in self.streams.values()):
+                    continue
+                note = _Checkpointed()
+                outputs = self._checkpoint_partition(partition, state, note)
                 if outputs:
                     marker = InRecord(
                         topic=self.config.analyses_topic,
@@ -266,18 +392,21 @@ class AggregatorProcessor:
                         headers=[],
                         timestamp_ms=0,
                     )
-                    results.append(
-                        Result(
-                            marker, outputs=tuple(outputs), token=("checkpoint", partition, state.next_offset)
-                        )
-                    )
+                    results.append(Result(marker, outputs=tuple(outputs), token=note))
         return results
 
     def _checkpoint_record(self, stream_id: str, owned: _Owned, next_offset: int) -> OutRecord:
+        """The stream's checkpoint as of ``next_offset``, held back until every analysis record of its
+        partition before that offset has all its outputs acknowledged."""
         owned.dirty = False
+        owned.checkpoint_offset = next_offset
         value = encode_checkpoint(
             stream_id, owned.analytics.snapshot(), partition=owned.partition, next_offset=next_offset
         )
         return OutRecord(
-            topic=self.config.state_topic, key=stream_id.encode(), value=value, partition=owned.partition
+            topic=self.config.state_topic,
+            key=stream_id.encode(),
+            value=value,
+            partition=owned.partition,
+            after=(owned.partition, next_offset),
         )

@@ -10,6 +10,7 @@ faces-topic tail for subscriptions, the ``faceflow.v1.Aggregator`` gRPC API and 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -19,11 +20,13 @@ from faceflow.aggregator.config import AggregatorConfig
 from faceflow.aggregator.gallery import GallerySync
 from faceflow.aggregator.grpc_api import SERVICE_NAME, AggregatorServicer
 from faceflow.aggregator.processor import AggregatorProcessor
+from faceflow.aggregator.routing import Router, advertised_address, peer_transport_from_env
 from faceflow.aggregator.state import read_partition
 from faceflow.aggregator.subscriptions import Hub
 from faceflow.core.identity import Gallery, IdentityKind
 from faceflow.errors import FaceflowError, ServiceStartError
 from faceflow.kafka.clients import group_consumer, make_producer, wait_for_topics
+from faceflow.kafka.membership import AdvertisingAssignor, GroupWatch
 from faceflow.service.consume import ConsumeLoop, LoopConfig
 from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding
 from faceflow.service.metrics import ServiceMetrics
@@ -50,6 +53,9 @@ class AggregatorService:
         self.processor: AggregatorProcessor | None = None
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
+        self.router: Router | None = None
+        #: The gRPC address advertised to the group ("" until the server is bound): docs/aggregator.md.
+        self.advertised = ""
 
     def triton(self) -> FaceModels:
         """The Triton client for enrolment, made on first use (the aggregator needs none otherwise)."""
@@ -66,9 +72,10 @@ class AggregatorService:
             c.kafka_bootstrap, client_id=c.client_id, max_request_size=topics.AGGREGATOR_STATE_MAX_BYTES
         )
         try:
+            needed = [c.analyses_topic, c.faces_topic, c.state_topic, c.identities_topic, c.dlq_topic]
             partitions = wait_for_topics(
                 producer,
-                [c.analyses_topic, c.faces_topic, c.state_topic, c.identities_topic, c.dlq_topic],
+                needed + ([c.faces_json_topic] if c.faces_json_mirror else []),
                 bootstrap=c.kafka_bootstrap,
                 timeout_s=30,
             )
@@ -103,6 +110,8 @@ class AggregatorService:
             client_id=c.client_id,
             instance_id=c.instance_id,
             session_timeout_ms=c.session_timeout_ms,
+            max_poll_interval_ms=c.max_poll_interval_ms,
+            assignor=AdvertisingAssignor(lambda: self.advertised),
         )
         self.loop = ConsumeLoop(
             LoopConfig(
@@ -120,6 +129,13 @@ class AggregatorService:
         )
         self._instruments()
         self.metrics.serve(c.metrics_host, c.metrics_port)
+        self.router = Router(
+            watch=GroupWatch.of_broker(c.kafka_bootstrap, c.group_id, c.analyses_topic),
+            partitions=partitions[c.analyses_topic],
+            owned=self._owned_partitions,
+            address=lambda: self.advertised,
+            transport=peer_transport_from_env(),
+        )
         servicer = AggregatorServicer(
             processor=self.processor,
             gallery=self.gallery,
@@ -130,7 +146,8 @@ class AggregatorService:
             faces_topic=c.faces_topic,
             subscriber_queue=c.subscriber_queue,
             triton=self.triton,
-            partitions=lambda: {tp.partition for tp in (self.loop.assignment() if self.loop else set())},
+            partitions=self._owned_partitions,
+            router=self.router,
         )
         self.server = GrpcServer(
             "aggregator",
@@ -139,6 +156,15 @@ class AggregatorService:
             metrics=self.metrics,
         )
         self.server.start(serving=False)
+        self.advertised = advertised_address(
+            c.advertise_address, grpc_host=c.grpc_host, port=self.server.port, env=os.environ
+        )
+        logger.info(
+            "aggregator: advertising %s to group %s; calls for other replicas' streams go there %s",
+            self.advertised,
+            c.group_id,
+            self.router.transport.describe(),
+        )
         self.loop.start()
         self._watch = threading.Thread(target=self._readiness, name="aggregator-ready", daemon=True)
         self._watch.start()
@@ -160,6 +186,8 @@ class AggregatorService:
             self.sync.stop()
         if stopped is not None:
             stopped.wait(grace_s)
+        if self.router is not None:
+            self.router.close()
         self.metrics.shutdown()
         if self._triton is not None:
             self._triton.close()
@@ -169,6 +197,9 @@ class AggregatorService:
         return self.loop.failure() if self.loop is not None else None
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _owned_partitions(self) -> set[int]:
+        return {tp.partition for tp in (self.loop.assignment() if self.loop else set())}
+
     def _erased(self, identity_id: str) -> None:
         if self.processor is None:
             return
