@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.faceflow-installed
 PROTO_BASELINE := protos/releases/v0.1.0.binpb
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
+.PHONY: help setup venv runtime-deps models tools consumer-jars demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -72,14 +72,40 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; fi
 
-tools: $(BUF) rtsp-server browser
+OTELCOL  := $(BIN)/otelcol-faceflow
+PROMTOOL := $(BIN)/promtool
+GO_CONSUMER := $(BIN)/faces-consumer-go
 
-setup: venv runtime-deps models tools
+# The Go consumer of the faces topic (franz-go + google.golang.org/protobuf) that
+# tests/consumers/test_go_consumer.py runs against the real broker.
+$(GO_CONSUMER): tests/consumers/go/go.mod tests/consumers/go/go.sum tests/consumers/go/main.go
+	@echo "==> building the Go faces consumer for tests/consumers (tests/consumers/go, about a minute)"
+	tests/consumers/go/build.sh $(CURDIR)/$(GO_CONSUMER)
+
+# A minimal OpenTelemetry Collector (OTLP receiver + debug exporter), built with Go: the real
+# receiver that tests/service/test_tracing_otlp.py sends one frame's trace to.
+$(OTELCOL): tools/otelcol/go.mod tools/otelcol/go.sum tools/otelcol/main.go
+	@echo "==> building the OpenTelemetry Collector for the trace tests (tools/otelcol, a minute or two)"
+	tools/otelcol/build.sh $(CURDIR)/$(OTELCOL)
+
+# Prometheus's promtool: checks and unit-tests k8s/monitoring's alert rules.
+$(PROMTOOL):
+	@echo "==> installing promtool with go install (first time: several minutes)"
+	k8s/monitoring/check.sh --install-only
+
+tools: $(BUF) $(OTELCOL) $(PROMTOOL) $(GO_CONSUMER) rtsp-server browser
+
+# The Java consumer's jars (protobuf-java, connect-json) for tests/consumers, by Maven, once.
+consumer-jars: runtime-deps
+	@echo "==> fetching the Java consumer's jars for tests/consumers (Maven, first run only)"
+	$(PY) tests/support_consumers.py
+
+setup: venv runtime-deps models tools consumer-jars
 
 lint: venv tools
 	@echo "==> lint: ruff, mypy, import contracts, buf lint, generated code up to date"
-	$(VENV)/bin/ruff check services tests bench triton_repo k8s/scripts k8s/components
-	$(VENV)/bin/ruff format --check services tests bench triton_repo k8s/scripts k8s/components
+	$(VENV)/bin/ruff check services tests bench triton_repo k8s/scripts k8s/components k8s/monitoring
+	$(VENV)/bin/ruff format --check services tests bench triton_repo k8s/scripts k8s/components k8s/monitoring
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(BUF) lint
@@ -87,8 +113,8 @@ lint: venv tools
 	$(PY) -m faceflow.protogen --check
 
 format: venv
-	$(VENV)/bin/ruff format services tests bench triton_repo k8s/scripts k8s/components
-	$(VENV)/bin/ruff check --fix services tests bench triton_repo k8s/scripts k8s/components
+	$(VENV)/bin/ruff format services tests bench triton_repo k8s/scripts k8s/components k8s/monitoring
+	$(VENV)/bin/ruff check --fix services tests bench triton_repo k8s/scripts k8s/components k8s/monitoring
 
 protos: venv
 	$(PY) -m faceflow.protogen
