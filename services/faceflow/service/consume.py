@@ -536,8 +536,8 @@ class ConsumeLoop:
                 undone = self.tracker.undone_below(TopicPartition(record.topic, partition), offset)
                 if undone is None:
                     dropped = True
-                elif any(o != record.offset for o in undone):
-                    ready = False
+                elif any(o != record.offset or partition != record.partition for o in undone):
+                    ready = False  # the result's own record is the one undone offset it may pass
             if dropped:
                 logger.info(
                     "%s: held outputs of %s/%d@%d dropped: their input partition left this member",
