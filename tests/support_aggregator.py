@@ -39,15 +39,17 @@ class AggTopics:
 def make_topics(bootstrap: str, name: str, *, partitions: int = 3, compact_fast: bool = False) -> AggTopics:
     t = AggTopics(*(f"{name}.{kind}" for kind in ("analyses", "faces", "state", "identities", "dlq")))
     identities = topics.IDENTITIES.renamed(t.identities)
-    if compact_fast:  # a tombstone's record disappears within seconds, not within the hour
-        configs = dict(identities.configs) | {"segment.ms": "500", "delete.retention.ms": "500"}
-        identities = replace(identities, configs=configs)
+    state = topics.AGGREGATOR_STATE.renamed(t.state)
+    if compact_fast:  # an overwritten record disappears within seconds, not within the hour
+        fast = {"segment.ms": "500", "delete.retention.ms": "500", "min.cleanable.dirty.ratio": "0.01"}
+        identities = replace(identities, configs=dict(identities.configs) | fast)
+        state = replace(state, configs=dict(state.configs) | fast)
     admin.ensure_topics(
         bootstrap,
         [
             topics.TopicSpec(name=t.analyses, partitions=partitions, configs=topics.ANALYSES.configs),
             topics.TopicSpec(name=t.faces, partitions=partitions, configs=topics.FACES.configs),
-            topics.TopicSpec(name=t.state, partitions=partitions, configs=topics.AGGREGATOR_STATE.configs),
+            replace(state, partitions=partitions),
             identities,
             topics.FRAMES_DLQ.renamed(t.dlq),
         ],

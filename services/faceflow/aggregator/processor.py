@@ -23,10 +23,20 @@ events were never published (a restore would drop their replay as repeats). The 
 ``p`` is in the topic as of ``o``: so evicting a changed stream (``max_streams``) checkpoints every
 changed stream of its own partition at that partition's offset, never another partition's.
 
+Erasure (:meth:`erase`, called when an identity is forgotten): every stream in memory drops the
+identity (the link, the descriptors, the tracker's appearance), and every checkpoint that held it is
+rewritten without it. Streams in memory are checkpointed at once, through the consume loop's
+:meth:`pending_results`, as a regular checkpoint of their partition; evicted streams (whose
+checkpoints live only in the state topic) are read back, erased and written again at their own
+offsets. A restore drops the erased ids too, and any enrolled or named identity the gallery no
+longer holds (its tombstone may have been compacted away), so a stale checkpoint cannot bring a
+name back.
+
 Kafka reads (a partition's checkpoints on its first record after an assignment, an evicted stream
-that returns) happen before the state lock is taken, so they never stall the gRPC API. An evicted
-stream's checkpoint stays in memory until the state topic acknowledges it: a stream that comes
-back sooner resumes from it rather than from an older record in the topic.
+that returns, an erasure's scan of evicted streams) happen before the state lock is taken, so they
+never stall the gRPC API. An evicted stream's checkpoint stays in memory until the state topic
+acknowledges it: a stream that comes back sooner resumes from it rather than from an older record
+in the topic.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from faceflow.aggregator.config import AggregatorConfig
 from faceflow.aggregator.events import AnalysisError, face_events, frame_in
 from faceflow.aggregator.gallery import GallerySync
 from faceflow.aggregator.state import Checkpoint, encode_checkpoint
-from faceflow.core.identity import Gallery
+from faceflow.core.identity import Gallery, IdentityKind
 from faceflow.core.stream import StreamAnalytics, StreamConfig
 from faceflow.kafka.headers import message_headers
 from faceflow.kafka.json_mirror import to_json
@@ -82,6 +92,9 @@ class _PartitionState:
     evicted: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: Evicted streams whose checkpoint the topic has not acknowledged yet: kept to resume from.
     unacked: dict[str, Checkpoint] = field(default_factory=dict)
+    #: Evicted streams whose checkpoint is being rewritten by an erasure: kept in ``unacked`` until
+    #: that rewrite is acknowledged, whatever its (older) offset.
+    rewriting: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -89,7 +102,12 @@ class _Checkpointed:
     """A result's token: the checkpoint offsets per partition its outputs write."""
 
     limits: list[tuple[int, int]] = field(default_factory=list)
+    #: Evicted streams' checkpoints rewritten by an erasure: (partition, stream id).
+    rewritten: list[tuple[int, str]] = field(default_factory=list)
 
+
+#: Erased identity ids remembered, so a restore drops them (the gallery forgets them with its own TTL).
+MAX_ERASED_REMEMBERED = 100_000
 
 #: Evicted stream ids remembered per partition, at least (a stream forgotten here that returns
 #: starts afresh: new track ids). The real bound is the larger of this and 16 x max_streams.
@@ -133,6 +151,13 @@ class AggregatorProcessor:
         self._prefetched: dict[int, dict[str, Checkpoint]] = {}
         self.duplicates = 0
         self.events = 0
+        #: Identities erased here (most recent last): dropped from every restored stream.
+        self.erased: OrderedDict[str, None] = OrderedDict()
+        #: Erasure work for the loop thread (:meth:`pending_results`): partitions whose streams in
+        #: memory must be checkpointed now, and partitions whose evicted streams must be scanned.
+        self._erase_checkpoint: set[int] = set()
+        self._erase_scan: dict[int, set[str]] = {}
+        self._erase_rewrites: dict[int, dict[str, Checkpoint]] = {}
 
     # -- Processor -------------------------------------------------------------------------------
     def process(self, records: Sequence[InRecord]) -> list[Result]:
@@ -158,6 +183,10 @@ class AggregatorProcessor:
                 state = self.partitions.get(partition)
                 if state is not None:
                     state.committed_limit = max(state.committed_limit, offset)
+            for partition, stream_id in token.rewritten:
+                state = self.partitions.get(partition)
+                if state is not None:
+                    state.rewriting.discard(stream_id)  # freed by the next batch (_free_unacked)
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
@@ -169,6 +198,77 @@ class AggregatorProcessor:
         logger.info(
             "aggregator: dropped the state of partitions %s (their new owner restores it)", sorted(numbers)
         )
+
+    def erase(self, identity_id: str) -> None:
+        """Erase an identity from this replica's streams and checkpoints (under the lock; see the
+        module docstring). The checkpoints go out with the loop's next :meth:`pending_results`."""
+        self.erased[identity_id] = None
+        self.erased.move_to_end(identity_id)
+        while len(self.erased) > MAX_ERASED_REMEMBERED:
+            self.erased.popitem(last=False)
+        for owned in self.streams.values():
+            if owned.analytics.forget_identity(identity_id):
+                owned.dirty = True
+                self._erase_checkpoint.add(owned.partition)
+        for partition, state in self.partitions.items():
+            for stream_id, checkpoint in list(state.unacked.items()):
+                rewritten = self._erased_checkpoint(checkpoint, {identity_id})
+                if rewritten is not None:
+                    state.unacked[stream_id] = rewritten
+                    self._erase_rewrites.setdefault(partition, {})[stream_id] = rewritten
+            if any(stream_id not in state.unacked for stream_id in state.evicted) or len(
+                state.evicted
+            ) >= max(MIN_EVICTED_REMEMBERED, 16 * self.config.max_streams):
+                # checkpoints only in the topic (or of streams forgotten as evicted): read them back
+                self._erase_scan.setdefault(partition, set()).add(identity_id)
+
+    def pending_results(self) -> list[Result]:
+        """Erasure's checkpoints, for the consume loop to send now (its own thread; the state topic
+        is read before the lock is taken). One result per partition, with ``offset == -1``."""
+        if not (self._erase_checkpoint or self._erase_scan or self._erase_rewrites):
+            return []
+        with self.lock:
+            scans, self._erase_scan = self._erase_scan, {}
+        read = {partition: self.restore(partition) for partition in sorted(scans)}
+        results = []
+        with self.lock:
+            for partition, checkpoints in read.items():
+                state = self.partitions.get(partition)
+                if state is None:
+                    continue  # revoked meanwhile: the new owner restores with the filter
+                for stream_id, checkpoint in checkpoints.items():
+                    if stream_id in self.streams or stream_id in state.unacked:
+                        continue  # in memory: checkpointed below, or already rewritten
+                    rewritten = self._erased_checkpoint(checkpoint, scans[partition])
+                    if rewritten is not None:
+                        self._erase_rewrites.setdefault(partition, {})[stream_id] = rewritten
+                        if stream_id in state.evicted:
+                            state.unacked[stream_id] = rewritten  # a stream that returns resumes from it
+            partitions = sorted(self._erase_checkpoint | set(self._erase_rewrites))
+            for partition in partitions:
+                state = self.partitions.get(partition)
+                rewrites = self._erase_rewrites.pop(partition, {})
+                if state is None:
+                    continue
+                note = _Checkpointed()
+                outputs = []
+                if partition in self._erase_checkpoint:
+                    outputs.extend(self._checkpoint_partition(partition, state, note))
+                for stream_id, checkpoint in rewrites.items():
+                    outputs.append(self._rewrite_record(checkpoint))
+                    if stream_id in state.unacked:
+                        state.rewriting.add(stream_id)
+                        note.rewritten.append((partition, stream_id))
+                if outputs:
+                    results.append(Result(self._marker(partition), outputs=tuple(outputs), token=note))
+            self._erase_checkpoint.clear()
+        if results:
+            logger.info(
+                "aggregator: erasure: %d checkpoint records rewritten in partitions %s",
+                sum(len(r.outputs) for r in results),
+                partitions,
+            )
+        return results
 
     def commit_limit(self, partition: TopicPartition) -> int | None:
         state = self.partitions.get(partition.partition)
@@ -187,7 +287,9 @@ class AggregatorProcessor:
         for state in self.partitions.values():
             if state.unacked:
                 for stream_id in [
-                    s for s, c in state.unacked.items() if c.next_offset <= state.committed_limit
+                    s
+                    for s, c in state.unacked.items()
+                    if c.next_offset <= state.committed_limit and s not in state.rewriting
                 ]:
                     del state.unacked[stream_id]
 
@@ -232,7 +334,71 @@ class AggregatorProcessor:
         except ValueError as exc:
             logger.error("stream %s: checkpoint skipped (%s): it starts afresh", checkpoint.stream_id, exc)
             return
-        self.streams[checkpoint.stream_id] = _Owned(analytics, checkpoint.partition)
+        owned = _Owned(analytics, checkpoint.partition)
+        stale = self._stale_identities(analytics)
+        for identity_id in stale:
+            analytics.forget_identity(identity_id)
+        if stale:
+            logger.info(
+                "stream %s: %d erased identities dropped on restore", checkpoint.stream_id, len(stale)
+            )
+            owned.dirty = True
+            self._erase_checkpoint.add(checkpoint.partition)  # and its checkpoint rewritten
+        self.streams[checkpoint.stream_id] = owned
+
+    def _stale_identities(self, analytics: StreamAnalytics) -> list[str]:
+        """Identities a restored stream holds that are erased: forgotten here, or enrolled or named
+        and no longer in the gallery (only anonymous identities leave it without an erasure)."""
+        return [
+            identity_id
+            for identity_id, kind in analytics.held_identities().items()
+            if identity_id in self.erased
+            or (kind is not IdentityKind.ANONYMOUS and self.gallery.get(identity_id) is None)
+        ]
+
+    def _erased_checkpoint(self, checkpoint: Checkpoint, identity_ids: set[str]) -> Checkpoint | None:
+        """``checkpoint`` without ``identity_ids``, or None if it holds none of them (or is unreadable)."""
+        try:
+            analytics = StreamAnalytics.restore(checkpoint.snapshot, self.stream_config, self.gallery)
+        except ValueError:
+            return None  # a restore skips it too
+        touched = [t for identity_id in identity_ids for t in analytics.forget_identity(identity_id)]
+        if not touched:
+            return None
+        return Checkpoint(
+            stream_id=checkpoint.stream_id,
+            partition=checkpoint.partition,
+            next_offset=checkpoint.next_offset,
+            snapshot=analytics.snapshot(),
+        )
+
+    def _rewrite_record(self, checkpoint: Checkpoint) -> OutRecord:
+        """An evicted stream's checkpoint, rewritten at its own offset (what it covers is unchanged)."""
+        value = encode_checkpoint(
+            checkpoint.stream_id,
+            checkpoint.snapshot,
+            partition=checkpoint.partition,
+            next_offset=checkpoint.next_offset,
+        )
+        return OutRecord(
+            topic=self.config.state_topic,
+            key=checkpoint.stream_id.encode(),
+            value=value,
+            partition=checkpoint.partition,
+            after=(checkpoint.partition, checkpoint.next_offset),
+        )
+
+    def _marker(self, partition: int) -> InRecord:
+        """The input a processor's own results (final or erasure checkpoints) are tied to."""
+        return InRecord(
+            topic=self.config.analyses_topic,
+            partition=partition,
+            offset=-1,
+            key=None,
+            value=None,
+            headers=[],
+            timestamp_ms=0,
+        )
 
     def _owned_stream(
         self,
@@ -383,16 +549,7 @@ class AggregatorProcessor:
                 note = _Checkpointed()
                 outputs = self._checkpoint_partition(partition, state, note)
                 if outputs:
-                    marker = InRecord(
-                        topic=self.config.analyses_topic,
-                        partition=partition,
-                        offset=-1,
-                        key=None,
-                        value=None,
-                        headers=[],
-                        timestamp_ms=0,
-                    )
-                    results.append(Result(marker, outputs=tuple(outputs), token=note))
+                    results.append(Result(self._marker(partition), outputs=tuple(outputs), token=note))
         return results
 
     def _checkpoint_record(self, stream_id: str, owned: _Owned, next_offset: int) -> OutRecord:

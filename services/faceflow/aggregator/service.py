@@ -201,10 +201,8 @@ class AggregatorService:
         return {tp.partition for tp in (self.loop.assignment() if self.loop else set())}
 
     def _erased(self, identity_id: str) -> None:
-        if self.processor is None:
-            return
-        for _, owned in self.processor.owned():
-            owned.analytics.forget_identity(identity_id)
+        if self.processor is not None:
+            self.processor.erase(identity_id)  # streams, and every checkpoint that holds it
 
     def _readiness(self) -> None:
         while not self._stop.wait(1.0):

@@ -693,13 +693,25 @@ class StreamAnalytics:
 
     # -- identities --------------------------------------------------------------------------------
     def forget_identity(self, identity_id: str) -> list[str]:
-        """Drop an erased identity from every track (with the descriptors collected for it)."""
+        """Drop an erased identity from every track: the link, the descriptors collected for it, and
+        the tracker's appearance of its live tracks. Returns the tracks touched."""
         touched = []
         for track in (*self.tracks.values(), *self.ended.values()):
             if track.identity.identity_id == identity_id:
                 track.identity = TrackIdentity(capacity=self.config.max_track_embeddings)
+                self.tracker.forget_appearance(track.track_id)
                 touched.append(track.track_id)
         return touched
+
+    def held_identities(self) -> dict[str, IdentityKind]:
+        """The identities this stream's tracks (live and ended) are linked to, with their kinds as
+        the tracks hold them."""
+        held: dict[str, IdentityKind] = {}
+        for track in (*self.tracks.values(), *self.ended.values()):
+            match = track.identity.match
+            if match is not None:
+                held[match.identity_id] = match.kind
+        return held
 
     # -- queries -----------------------------------------------------------------------------------
     def track(self, track_id: str) -> TrackSummary | None:

@@ -621,6 +621,16 @@ class StreamTracker:
         row = self._row(track_id)
         return None if row is None else self._view(row, self._predicted_boxes())
 
+    def forget_appearance(self, track_id: str) -> bool:
+        """Drop the live track's appearance (its embedding EMA), as erasure requires; it is
+        rebuilt from the next analyzed faces. False if the track is unknown, ended or had none."""
+        row = self._row(track_id)
+        if row is None or not self._tracks.has_emb[row]:
+            return False
+        self._tracks.has_emb[row] = False
+        self._tracks.emb[row] = 0.0
+        return True
+
     def track_embedding(self, track_id: str) -> Float32Array | None:
         """A copy of the track's appearance (EMA of its embeddings), or None if it has none."""
         row = self._row(track_id)

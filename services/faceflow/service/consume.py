@@ -122,6 +122,9 @@ class Processor(Protocol):
 
     # Optional: ``final_results() -> Sequence[Result]``, called once when stopping, after the last
     # batch; its results (with ``record.offset == -1``) are produced before the final commit.
+    # Optional: ``pending_results() -> Sequence[Result]``, called by the loop's thread on every turn;
+    # results the processor wants sent now, not tied to an input record (``record.offset == -1``),
+    # e.g. the aggregator's erasure checkpoints.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,6 +313,7 @@ class ConsumeLoop:
                 self._poll_once()
                 self._submit_ready()
                 self._complete_ready()
+                self._send_pending()
                 self._release_held()
                 self._flow_control()
                 self._maybe_commit(force=False)
@@ -511,6 +515,13 @@ class ConsumeLoop:
             )
             future.add_callback(acked)
             future.add_errback(failed)
+
+    def _send_pending(self) -> None:
+        pending = getattr(self.processor, "pending_results", None)
+        if callable(pending):
+            results = pending()
+            if results:
+                self._send(results)
 
     def _finished(self, result: Result) -> None:
         self.tracker.done(result.record.tp, result.record.offset)
