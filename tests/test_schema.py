@@ -86,6 +86,7 @@ def test_manifest_names_every_protobuf_topic_and_real_messages() -> None:
         topics.FACES.name,
         topics.FACES_JSON.name,
         topics.IDENTITIES.name,
+        topics.IDENTITIES_AUDIT.name,
     }
     for entry in entries.values():
         assert pool.FindMessageTypeByName(entry["value"]).full_name == entry["value"]

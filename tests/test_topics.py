@@ -33,6 +33,8 @@ def test_design_topics_are_all_declared_with_explicit_configs() -> None:
         "faceflow.faces.json.v1",
         "faceflow.aggregator.state.v1",
         "faceflow.identities.v1",
+        "faceflow.identities.audit.v1",
+        "faceflow.sources.v1",
     }
     for spec in topics.ALL_TOPICS:
         assert "max.message.bytes" in spec.configs, spec.name

@@ -85,6 +85,11 @@ TOPIC_MESSAGES: Final[dict[str, tuple[str, str, bool]]] = {
         "identity id, UTF-8; a null value is a tombstone (the identity was forgotten)",
         False,
     ),
+    topics.IDENTITIES_AUDIT.name: (
+        identity_pb2.IdentityAudit.DESCRIPTOR.full_name,
+        "identity id, UTF-8 (append-only: every gallery change, and who made it)",
+        False,
+    ),
 }
 
 

@@ -139,6 +139,36 @@ IDENTITIES = TopicSpec(
     purpose="gallery: enrolled, named and anonymous identities (embeddings, no photos), key = identity id",
 )
 
+#: Who changed the gallery, and how: one IdentityAudit per enrolment, name or erasure made over
+#: gRPC, key = identity id. Append-only (never compacted, so an erasure does not erase the record
+#: of it) and kept a year, long enough for a yearly review of who enrolled, named or forgot whom.
+#: It holds names and callers' subjects, never descriptors or photos (docs/privacy.md).
+IDENTITIES_AUDIT = TopicSpec(
+    name="faceflow.identities.audit.v1",
+    partitions=1,
+    configs={
+        "cleanup.policy": "delete",
+        "retention.ms": str(365 * DAY_MS),
+        "max.message.bytes": str(MIB),
+    },
+    purpose="gallery audit: who enrolled, named or forgot an identity, when, from where; key = identity id",
+)
+
+#: The pulled sources ingest runs (docs/ingest.md "Sources shared by replicas"): one SourceAssignment per
+#: source, key = stream id, a tombstone when it is stopped. Compacted and never expired: it is the
+#: desired state that survives any replica; ingest replicas split its partitions in a consumer group.
+SOURCES = TopicSpec(
+    name="faceflow.sources.v1",
+    partitions=6,
+    configs={
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(MIB),
+        "min.compaction.lag.ms": "0",
+        "segment.ms": str(HOUR_MS),
+    },
+    purpose="ingest sources: the desired pulled sources (SourceAssignment), key = stream id",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     FRAMES,
     FRAMES_DLQ,
@@ -147,6 +177,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FACES_JSON,
     AGGREGATOR_STATE,
     IDENTITIES,
+    IDENTITIES_AUDIT,
+    SOURCES,
 )
 
 
@@ -159,8 +191,9 @@ def by_name(name: str) -> TopicSpec:
 
 
 #: The topics ``faceflow run`` gives each run, as copies of these specs named ``<prefix>.<kind>``,
-#: so that runs never mix. The gallery (IDENTITIES) is not among them: it stays shared, so
-#: enrolments and anonymous identities persist from run to run.
+#: so that runs never mix. The gallery (IDENTITIES) and its audit (IDENTITIES_AUDIT) are not among
+#: them: they stay shared, so enrolments and anonymous identities persist from run to run, and so
+#: does the record of who changed them.
 RUN_TOPIC_KINDS: Mapping[str, TopicSpec] = MappingProxyType(
     {"frames": FRAMES, "analyses": ANALYSES, "faces": FACES, "state": AGGREGATOR_STATE, "dlq": FRAMES_DLQ}
 )

@@ -111,10 +111,11 @@ def test_create_twice_is_idempotent_and_matches_the_specs(
     assert code == 0, err
     lines = out.splitlines()
     names = [f"{unique_name}.{kind}" for kind in KINDS]
-    assert len(lines) == len(KINDS) + 1
+    assert len(lines) == len(KINDS) + 2
     for line, name in zip(lines, names, strict=False):
         assert line.startswith(f"created {name} (")
-    assert topics.IDENTITIES.name in lines[-1]  # the shared gallery: created or already there
+    # the shared gallery and its audit trail: created or already there
+    assert topics.IDENTITIES.name in lines[-2] and topics.IDENTITIES_AUDIT.name in lines[-1]
 
     assert admin.topic_partitions(kafka_bootstrap, names) == {
         f"{unique_name}.{kind}": topics.RUN_TOPIC_KINDS[kind].partitions for kind in KINDS
@@ -129,8 +130,8 @@ def test_create_twice_is_idempotent_and_matches_the_specs(
     )
     assert again == 0, err
     listed = json.loads(out)
-    assert [t["name"] for t in listed] == [*names, topics.IDENTITIES.name]
-    assert [t["kind"] for t in listed] == [*KINDS, "identities"]
+    assert [t["name"] for t in listed] == [*names, topics.IDENTITIES.name, topics.IDENTITIES_AUDIT.name]
+    assert [t["kind"] for t in listed] == [*KINDS, "identities", "audit"]
     assert {t["state"] for t in listed} == {"exists"}
     assert listed[0]["partitions"] == topics.FRAMES.partitions and listed[0]["replication_factor"] == 1
     assert listed[0]["configs"] == dict(topics.FRAMES.configs)

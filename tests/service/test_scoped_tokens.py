@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support_ingest import astronaut_jpeg
 
-import faceflow.service.security as security_module
+import faceflow.service.scopes as scopes_module
 import faceflow.v1
 from faceflow.errors import ConfigError, PermissionDenied, ServiceStartError, Unauthenticated
 from faceflow.ingest.config import IngestConfig
@@ -312,13 +312,13 @@ def pool_with(*methods: str) -> descriptor_pool.DescriptorPool:
         (
             ("GetPicture", "Tilt"),
             {"test.v1.Camera": {"GetPicture": Scope.READ}},
-            "/test.v1.Camera/Tilt: expected a scope in faceflow.service.security.METHOD_SCOPES, got none: "
+            "/test.v1.Camera/Tilt: expected a scope in faceflow.service.scopes.METHOD_SCOPES, got none: "
             "add it as Scope.READ (it only looks) or Scope.ADMIN (it changes something)",
         ),
         (
             ("GetPicture",),
             {},
-            "/test.v1.Camera/GetPicture: expected a scope in faceflow.service.security.METHOD_SCOPES, got "
+            "/test.v1.Camera/GetPicture: expected a scope in faceflow.service.scopes.METHOD_SCOPES, got "
             "none: add it as Scope.READ (it only looks) or Scope.ADMIN (it changes something)",
         ),
         (
@@ -612,7 +612,7 @@ def test_a_server_with_scoped_tokens_does_not_start_with_an_unscoped_method(
 ) -> None:
     table = {name: dict(methods) for name, methods in METHOD_SCOPES.items()}
     del table[AGGREGATOR]["ForgetIdentity"]
-    monkeypatch.setattr(security_module, "METHOD_SCOPES", table)
+    monkeypatch.setattr(scopes_module, "METHOD_SCOPES", table)
     bindings = [
         ServiceBinding(AGGREGATOR, aggregator_pb2_grpc.add_AggregatorServicer_to_server, Aggregator(Seen()))
     ]

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--group-id", help="consumer group (default faceflow-aggregator)")
     p.add_argument("--instance-id", help="static group membership id")
-    for topic in ("analyses", "faces", "faces-json", "state", "identities", "dlq"):
+    for topic in ("analyses", "faces", "faces-json", "state", "identities", "audit", "dlq"):
         p.add_argument(f"--{topic}-topic", help=f"the {topic} topic (default: faceflow's)")
     p.add_argument(
         "--faces-json-mirror",
@@ -79,7 +79,9 @@ def register(sub: Any) -> None:
     add_ready_file_argument(p)
     p.set_defaults(handler=run)
 
-    ids = sub.add_parser("identities", help="the gallery: enroll from photos, name, list, forget (over gRPC)")
+    ids = sub.add_parser(
+        "identities", help="the gallery: enroll from photos, name, list, forget (over gRPC); its audit trail"
+    )
     ids.add_argument(
         "--aggregator",
         default=os.environ.get(AGGREGATOR_URL_ENV, DEFAULT_AGGREGATOR_URL),
@@ -105,6 +107,29 @@ def register(sub: Any) -> None:
     )
     forget.add_argument("identity", metavar="NAME|ID")
     forget.set_defaults(handler=_forget)
+    audit = actions.add_parser(
+        "audit",
+        help="who enrolled, named or forgot which identity, and when (read from the audit topic)",
+        description="Read the gallery's audit topic from the beginning (no consumer group, nothing "
+        "committed) and print one line per change: time, action, identity, name, subject. Reads Kafka, "
+        "not the aggregator: FACEFLOW_KAFKA_* say how to connect (docs/security.md).",
+    )
+    audit.add_argument(
+        "--kafka-bootstrap", help="broker list (default $FACEFLOW_KAFKA_BOOTSTRAP or 127.0.0.1:9092)"
+    )
+    audit.add_argument(
+        "--topic",
+        help="the audit topic (default $FACEFLOW_AGGREGATOR_AUDIT_TOPIC or faceflow.identities.audit.v1)",
+    )
+    audit.add_argument("--identity", metavar="ID", help="only the records of this identity id")
+    audit.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only records from then on: an ISO 8601 time (2026-12-01, 2026-12-01T08:00:00Z) or an age "
+        "(90m, 12h, 7d)",
+    )
+    audit.add_argument("--json", action="store_true", help="one JSON object per line (proto3 JSON)")
+    audit.set_defaults(handler=_audit)
 
 
 def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> AggregatorConfig:
@@ -121,6 +146,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         faces_json_topic=args.faces_json_topic,
         state_topic=args.state_topic,
         identities_topic=args.identities_topic,
+        audit_topic=args.audit_topic,
         dlq_topic=args.dlq_topic,
         cross_stream=True if args.cross_stream else None,
         publish_embeddings=True if args.publish_embeddings else None,
@@ -251,4 +277,74 @@ def _forget(args: argparse.Namespace) -> int:
 
     reply = _call(args, "ForgetIdentity", aggregator_pb2.ForgetIdentityRequest(identity=args.identity))
     print(f"forgot {', '.join(reply.forgotten_ids)}")  # noqa: T201
+    return 0
+
+
+def parse_since(value: str, *, now_s: float) -> int:
+    """``--since``: an ISO 8601 date or time (UTC unless it names a zone) or an age ``<n>m``,
+    ``<n>h``, ``<n>d`` before ``now_s``; as epoch nanoseconds.
+
+    Raises:
+        ConfigError: neither form.
+    """
+    import datetime as dt  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    from faceflow.errors import ConfigError  # noqa: PLC0415
+
+    text = value.strip()
+    age = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if age:
+        seconds = float(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return round((now_s - seconds) * 1e9)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            "--since: expected an ISO 8601 time (2026-12-01, 2026-12-01T08:00:00Z) or an age "
+            f"(90m, 12h, 7d), got {value!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return round(when.timestamp() * 1e9)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import datetime as dt  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from faceflow import topics  # noqa: PLC0415
+    from faceflow.aggregator.audit import AuditAction, as_json, read_audit  # noqa: PLC0415
+    from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV  # noqa: PLC0415
+
+    bootstrap = args.kafka_bootstrap or os.environ.get(KAFKA_BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+    topic = args.topic or os.environ.get("FACEFLOW_AGGREGATOR_AUDIT_TOPIC") or topics.IDENTITIES_AUDIT.name
+    since = None if args.since is None else parse_since(args.since, now_s=time.time())
+    rows = []
+    for _, record in read_audit(bootstrap, topic, since_ns=since):
+        if args.identity and record.identity_id != args.identity:
+            continue
+        if args.json:
+            print(json.dumps(as_json(record), sort_keys=True))  # noqa: T201
+            continue
+        when = dt.datetime.fromtimestamp(record.time.ToNanoseconds() / 1e9, dt.UTC)
+        rows.append(
+            (
+                when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                AuditAction(record.action).label,
+                record.identity_id,
+                record.name or "-",
+                record.subject or "(none)",
+            )
+        )
+    if not args.json:
+        if rows:
+            header = ("TIME", "ACTION", "IDENTITY", "NAME", "SUBJECT")
+            widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+            for row in (header, *rows):
+                print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))  # noqa: T201
+        else:
+            matching = " that match" if args.identity or since is not None else ""
+            print(f"no audit records in {topic}{matching}", file=sys.stderr)  # noqa: T201
     return 0

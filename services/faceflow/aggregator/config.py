@@ -59,6 +59,9 @@ class AggregatorConfig(ConfigMixin):
     faces_json_topic: str = topics.FACES_JSON.name
     state_topic: str = topics.AGGREGATOR_STATE.name
     identities_topic: str = topics.IDENTITIES.name
+    #: Every gallery change made over gRPC is recorded here: who, what, which identity, when
+    #: (append-only, no descriptors; docs/aggregator.md "Audit").
+    audit_topic: str = topics.IDENTITIES_AUDIT.name
     #: Analyses that are not one (poison) go here with the reason, as the analyzer's poison frames do.
     dlq_topic: str = topics.FRAMES_DLQ.name
     group_id: str = "faceflow-aggregator"
@@ -110,10 +113,16 @@ class AggregatorConfig(ConfigMixin):
             "faces_json_topic",
             "state_topic",
             "identities_topic",
+            "audit_topic",
             "group_id",
             "client_id",
         )
         check_names(self, names, error=error)
+        if self.audit_topic == self.identities_topic:
+            raise AggregatorConfigError(
+                f"audit_topic: expected a topic other than identities_topic (audit records would land "
+                f"in the compacted gallery), got {self.audit_topic!r}"
+            )
         if self.faces_json_mirror and self.faces_json_topic == self.faces_topic:
             raise AggregatorConfigError(
                 f"faces_json_topic: expected a topic other than faces_topic (JSON would land among the "

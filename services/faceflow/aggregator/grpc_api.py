@@ -11,6 +11,9 @@ UNAVAILABLE          Triton (enrolment) or the broker (gallery writes) cannot an
                      replica that owns the stream does not answer, or nobody owns it (rebalance)
 ==================== =========================================================================
 
+Every gallery change (EnrollIdentity, NameIdentity, ForgetIdentity) also writes one record per
+identity to the audit topic, after the gallery write succeeded (:mod:`faceflow.aggregator.audit`).
+
 Any replica answers every method for any stream. Tracks and streams live on the replica that owns
 the stream (its analyses partition); another replica forwards the call there
 (:mod:`faceflow.aggregator.routing`), and ListStreams merges every replica's. Subscribe and the
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 from opentelemetry.trace import SpanKind
 
+from faceflow.aggregator.audit import AuditAction, AuditLog, default_replica
 from faceflow.aggregator.events import track_message
 from faceflow.aggregator.gallery import KINDS, GallerySync, set_times
 from faceflow.aggregator.processor import AggregatorProcessor
@@ -81,7 +85,12 @@ def identity_message(entry: IdentityEntry) -> aggregator_pb2.Identity:
 
 
 class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
-    """See the module docstring."""
+    """See the module docstring.
+
+    ``audit`` writes the gallery's audit records. Left out, the servicer writes them with the
+    gallery's producer (``sync.producer``) to the configured ``audit_topic`` (the processor's
+    config); there is no way to serve the gallery without an audit.
+    """
 
     def __init__(
         self,
@@ -97,6 +106,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         triton: Callable[[], FaceModels],
         partitions: Callable[[], set[int]],
         router: Router | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.processor = processor
         self.gallery = gallery
@@ -109,6 +119,22 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         self.triton = triton
         self.partitions = partitions
         self.router = router
+        self.audit = self._audit_log(audit)
+
+    def _audit_log(self, audit: AuditLog | None) -> AuditLog:
+        if audit is not None:
+            return audit
+        config = self.processor.config
+        router = self.router
+
+        def replica() -> str:
+            return default_replica(config.instance_id, router.address() if router is not None else "")
+
+        return AuditLog(self.sync.producer, config.audit_topic, replica=replica)
+
+    def _audited(self, action: AuditAction, identity_id: str, context: Any, **fields: Any) -> None:
+        """One audit record for a change that has been made (never undone if the audit fails)."""
+        self.audit.record(action, identity_id, context, **fields)
 
     # -- events ----------------------------------------------------------------------------------
     def Subscribe(
@@ -282,6 +308,8 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             )
         self.sync.publish(entry)
         logger.info("enrolled %s as %s from %d photos", entry.identity_id, name, len(images))
+        action = AuditAction.ADD_PHOTOS if request.identity_id else AuditAction.ENROLL
+        self._audited(action, entry.identity_id, context, name=entry.name, photos=len(images))
         return aggregator_pb2.EnrollIdentityResponse(identity=identity_message(entry))
 
     def NameIdentity(
@@ -295,6 +323,7 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
         named = entry.with_name(name, now_s=time.time())
         self.sync.publish(named)
         logger.info("identity %s named %s (%d exemplars)", named.identity_id, name, named.num_exemplars)
+        self._audited(AuditAction.NAME, named.identity_id, context, name=named.name)
         return aggregator_pb2.NameIdentityResponse(identity=identity_message(named))
 
     def ListIdentities(
@@ -331,5 +360,6 @@ class AggregatorServicer(aggregator_pb2_grpc.AggregatorServicer):
             raise NotFound(f"no identity with the id or name {wanted[:80]!r}")
         for identity_id in ids:
             self.sync.forget(identity_id)
+            self._audited(AuditAction.FORGET, identity_id, context, requested=wanted)
         logger.info("forgot identities %s", ids)
         return aggregator_pb2.ForgetIdentityResponse(forgotten_ids=ids)

@@ -72,7 +72,14 @@ class AggregatorService:
             c.kafka_bootstrap, client_id=c.client_id, max_request_size=topics.AGGREGATOR_STATE_MAX_BYTES
         )
         try:
-            needed = [c.analyses_topic, c.faces_topic, c.state_topic, c.identities_topic, c.dlq_topic]
+            needed = [
+                c.analyses_topic,
+                c.faces_topic,
+                c.state_topic,
+                c.identities_topic,
+                c.audit_topic,
+                c.dlq_topic,
+            ]
             partitions = wait_for_topics(
                 producer,
                 needed + ([c.faces_json_topic] if c.faces_json_mirror else []),

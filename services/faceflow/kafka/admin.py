@@ -19,7 +19,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from faceflow.errors import FaceflowError
 from faceflow.kafka.clients import KafkaSecurity, client_settings
-from faceflow.topics import IDENTITIES, TopicSpec, run_topics
+from faceflow.topics import IDENTITIES, IDENTITIES_AUDIT, TopicSpec, run_topics
 
 logger = logging.getLogger(__name__)
 
@@ -140,20 +140,21 @@ def create_run_topics(
     replication_factor: int = 1,
     security: KafkaSecurity | None = None,
 ) -> list[TopicState]:
-    """The topics of a run under ``prefix`` (:func:`faceflow.topics.run_topics`) and the shared
-    gallery, created or checked by :func:`ensure_topic_set`: what ``faceflow run`` does before it
-    starts the mesh, and what ``faceflow topics create --prefix`` does for a script. ``partitions``
-    applies to the run's own topics, never to the shared gallery.
+    """The topics of a run under ``prefix`` (:func:`faceflow.topics.run_topics`), the shared
+    gallery and its audit topic, created or checked by :func:`ensure_topic_set`: what ``faceflow
+    run`` does before it starts the mesh, and what ``faceflow topics create --prefix`` does for a
+    script. ``partitions`` applies to the run's own topics, never to the shared ones.
 
     Raises:
         KafkaAdminError: no broker answers, the broker refuses, or a topic exists with other settings.
         ValueError: a bad prefix or partition count.
     """
     own = run_topics(prefix, partitions=partitions)
-    kinds = {spec.name: kind for kind, spec in own.items()} | {IDENTITIES.name: "identities"}
+    shared = {IDENTITIES.name: "identities", IDENTITIES_AUDIT.name: "audit"}
+    kinds = {spec.name: kind for kind, spec in own.items()} | shared
     return ensure_topic_set(
         bootstrap,
-        [*own.values(), IDENTITIES],
+        [*own.values(), IDENTITIES, IDENTITIES_AUDIT],
         kinds=kinds,
         replication_factor=replication_factor,
         security=security,

@@ -2,11 +2,11 @@
 
 ``create`` makes the topics that ``faceflow run`` makes for itself (``PREFIX.frames``,
 ``.analyses``, ``.faces``, ``.state``, ``.dlq``, with the configs of ``faceflow.topics``) and the
-shared gallery ``faceflow.identities.v1``, by the same function
-(:func:`faceflow.kafka.admin.create_run_topics`). It is idempotent: a topic that exists with the
-same partitions, replication factor and configs is reported as ``exists``; one that differs is a
-one-line error and is never altered. Then start the services with ``--frames-topic PREFIX.frames``
-and so on.
+shared gallery ``faceflow.identities.v1`` with its audit topic ``faceflow.identities.audit.v1``, by
+the same function (:func:`faceflow.kafka.admin.create_run_topics`). It is idempotent: a topic that
+exists with the same partitions, replication factor and configs is reported as ``exists``; one that
+differs is a one-line error and is never altered. Then start the services with
+``--frames-topic PREFIX.frames`` and so on.
 """
 
 from __future__ import annotations

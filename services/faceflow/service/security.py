@@ -13,8 +13,8 @@ environment variables that every service reads:
   with another token with :class:`~faceflow.errors.PermissionDenied`. Health
   (``/grpc.health.v1.Health/*``) is exempt; reflection is not. This token has every scope.
 * ``FACEFLOW_AUTH_TOKENS_FILE``: scoped tokens, one client each, as lines
-  ``<scope> <subject> <token>`` (:func:`parse_tokens`). A ``read`` token may call the methods
-  :data:`METHOD_SCOPES` marks read (``Subscribe``, ``Get*``, ``List*``, reflection); an ``admin``
+  ``<scope> <subject> <token>`` (:mod:`faceflow.service.scopes`). A ``read`` token may call the
+  methods ``METHOD_SCOPES`` marks read (``Subscribe``, ``Get*``, ``List*``, reflection); an ``admin``
   token may call every method. Too little scope is :class:`~faceflow.errors.PermissionDenied`
   (``method ForgetIdentity needs scope admin; this token has read``). It may be set together with
   ``FACEFLOW_AUTH_TOKEN_FILE`` (whose token then acts as admin with subject
@@ -42,7 +42,6 @@ ever puts a token, a password or a private key into a message, a log or a repr.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import os
@@ -50,15 +49,31 @@ import re
 import ssl
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
-from google.protobuf import descriptor_pool
 
-from faceflow.errors import ConfigError, PermissionDenied, RequestError, ServiceStartError, Unauthenticated
+from faceflow.errors import ConfigError, PermissionDenied, RequestError, Unauthenticated
+
+# The tokens' side lives in scopes.py; names marked F401 are re-exported from here, where they were.
+from faceflow.service.scopes import (
+    EXEMPT_METHOD_PREFIXES,  # noqa: F401
+    METHOD_SCOPES,  # noqa: F401
+    MIN_TOKEN_CHARS,  # noqa: F401
+    SHARED_SUBJECT,
+    SUBJECT_PATTERN,  # noqa: F401
+    Scope,
+    TokenGrant,
+    check_token,
+    is_exempt,
+    method_scopes,
+    parse_tokens,  # noqa: F401
+    read_file_bytes,
+    read_tokens_file,
+)
 
 TLS_CERT_FILE_ENV = "FACEFLOW_TLS_CERT_FILE"
 TLS_KEY_FILE_ENV = "FACEFLOW_TLS_KEY_FILE"
@@ -73,8 +88,6 @@ TLS_SERVER_NAME_ENV = "FACEFLOW_TLS_SERVER_NAME"
 #: The metadata key and scheme of the bearer token (RFC 6750 over gRPC metadata).
 AUTHORIZATION = "authorization"
 BEARER = "Bearer"
-#: Methods that answer without a token: Kubernetes probes and load balancers call them.
-EXEMPT_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 _CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
 _KEY_MARKERS = (
@@ -100,15 +113,6 @@ def env_setting(env: Mapping[str, str], variable: str) -> str | None:
     return value or None
 
 
-def _read_bytes(variable: str, path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{variable}={path}: cannot read it: {exc.strerror or type(exc).__name__}"
-        ) from None
-
-
 def read_secret_file(variable: str, path: Path) -> str:
     """The secret held in ``path`` (named by ``variable``), with one trailing newline stripped.
 
@@ -116,7 +120,7 @@ def read_secret_file(variable: str, path: Path) -> str:
         ConfigError: the file cannot be read, is empty, is not UTF-8, or holds characters other
             than visible ASCII (the message never shows the secret).
     """
-    data = _read_bytes(variable, path)
+    data = read_file_bytes(variable, path)
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):
@@ -138,7 +142,7 @@ def read_certificates(variable: str, path: Path) -> bytes:
     Raises:
         ConfigError: unreadable, no ``BEGIN CERTIFICATE`` block, or a block that does not parse.
     """
-    data = _read_bytes(variable, path)
+    data = read_file_bytes(variable, path)
     if _CERTIFICATE_MARKER not in data:
         raise ConfigError(
             f"{variable}={path}: expected PEM certificates ({_CERTIFICATE_MARKER.decode()}), "
@@ -164,7 +168,7 @@ def read_key_pair(
             not the certificate's.
     """
     chain = read_certificates(cert_variable, cert_path)
-    key = _read_bytes(key_variable, key_path)
+    key = read_file_bytes(key_variable, key_path)
     if any(marker in key for marker in _ENCRYPTED_KEY_MARKERS):
         raise ConfigError(
             f"{key_variable}={key_path}: expected an unencrypted PEM private key, got an encrypted one"
@@ -208,15 +212,6 @@ def _pair_of(env: Mapping[str, str], first: str, second: str) -> tuple[Path, Pat
     return Path(a).expanduser(), Path(b).expanduser()
 
 
-def _check_token(token: str | None) -> None:
-    if token is None:
-        return
-    if not isinstance(token, str) or not token:
-        raise ConfigError("token: expected a non-empty string, got an empty or non-string value")
-    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
-        raise ConfigError("token: expected visible ASCII without spaces, got other characters (not shown)")
-
-
 def _check_pem(name: str, value: bytes | None, markers: Sequence[bytes], what: str) -> None:
     if value is None:
         return
@@ -224,215 +219,6 @@ def _check_pem(name: str, value: bytes | None, markers: Sequence[bytes], what: s
         raise ConfigError(f"{name}: expected PEM bytes, got {type(value).__name__}")
     if not any(m in value for m in markers):
         raise ConfigError(f"{name}: expected {what} in PEM, got {len(value)} bytes without one")
-
-
-# -- scopes and the tokens file ---------------------------------------------------------------------
-
-
-class Scope(enum.Enum):
-    """What a bearer token may do: ``read`` only looks; ``admin`` also changes things, and implies
-    ``read``."""
-
-    READ = "read"
-    ADMIN = "admin"
-
-    def allows(self, needed: Scope) -> bool:
-        """Whether a token of this scope may call a method that needs ``needed``."""
-        return self is Scope.ADMIN or needed is Scope.READ
-
-    def __str__(self) -> str:
-        return self.value
-
-
-#: The scope every method of every service faceflow serves needs, by service and method name.
-#: Read: calls that only look (``Subscribe``, ``Get*``, ``List*``, reflection). Admin: calls that
-#: change the gallery, the sources or the data (``PushFrames`` feeds frames into the mesh).
-#: Health is absent: it is exempt from tokens. :func:`method_scopes` checks this table against the
-#: services' descriptors, so a method added to a proto without a line here stops the server's
-#: start (with scoped tokens) and fails ``tests/service/test_scoped_tokens.py``: it is never
-#: silently given a scope.
-METHOD_SCOPES: Mapping[str, Mapping[str, Scope]] = {
-    "faceflow.v1.Aggregator": {
-        "Subscribe": Scope.READ,
-        "GetTrack": Scope.READ,
-        "ListTracks": Scope.READ,
-        "GetStream": Scope.READ,
-        "ListStreams": Scope.READ,
-        "ListIdentities": Scope.READ,
-        "GetIdentity": Scope.READ,
-        "EnrollIdentity": Scope.ADMIN,
-        "NameIdentity": Scope.ADMIN,
-        "ForgetIdentity": Scope.ADMIN,
-    },
-    "faceflow.v1.Ingest": {
-        "ListSources": Scope.READ,
-        "PushFrames": Scope.ADMIN,
-        "StartSource": Scope.ADMIN,
-        "StopSource": Scope.ADMIN,
-    },
-    "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": Scope.READ},
-    "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": Scope.READ},
-}
-#: The subject of the token in ``FACEFLOW_AUTH_TOKEN_FILE`` (which has every scope).
-SHARED_SUBJECT = "shared-token"
-#: The shortest token the tokens file accepts (``openssl rand -hex 32`` makes 64 characters).
-MIN_TOKEN_CHARS = 16
-#: A subject: a name for audit records and logs, never free text.
-SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}")
-_LINE_FORM = "'<scope> <subject> <token>'"
-
-
-def method_scopes(
-    services: Iterable[str],
-    *,
-    table: Mapping[str, Mapping[str, Scope]] | None = None,
-    pool: descriptor_pool.DescriptorPool | None = None,
-) -> dict[str, Scope]:
-    """The scope each method of ``services`` needs, keyed by its full path
-    (``/faceflow.v1.Aggregator/Subscribe``), read from the services' descriptors (``pool``, default
-    the generated modules' pool) and looked up in ``table`` (default :data:`METHOD_SCOPES`).
-    Exempt methods (health) are left out.
-
-    Raises:
-        ServiceStartError: a service without a descriptor, a method without a scope in ``table``,
-            or a ``table`` entry for a method the service does not have (renamed?).
-    """
-    pool = descriptor_pool.Default() if pool is None else pool
-    table = METHOD_SCOPES if table is None else table
-    scopes: dict[str, Scope] = {}
-    for name in services:
-        try:
-            service = pool.FindServiceByName(name)
-        except KeyError:
-            raise ServiceStartError(
-                f"service {name}: no protobuf descriptor, so its methods cannot be given scopes "
-                "(import its *_pb2 module first)"
-            ) from None
-        known = table.get(name, {})
-        names = {method.name for method in service.methods}
-        for method in service.methods:
-            path = f"/{name}/{method.name}"
-            if _is_exempt(path):
-                continue
-            if method.name not in known:
-                raise ServiceStartError(
-                    f"{path}: expected a scope in faceflow.service.security.METHOD_SCOPES, got none: "
-                    "add it as Scope.READ (it only looks) or Scope.ADMIN (it changes something)"
-                )
-            scopes[path] = known[method.name]
-        stale = sorted(set(known) - names)
-        if stale:
-            raise ServiceStartError(
-                f"METHOD_SCOPES[{name!r}]: expected methods of {name}, got {', '.join(stale)}, "
-                "which it does not have (renamed or removed? update the table)"
-            )
-    return scopes
-
-
-@dataclass(frozen=True)
-class TokenGrant:
-    """One accepted bearer token: the scope it grants and its subject (who holds it, reported by
-    :func:`caller_subject`). The token stays out of ``repr`` and of every message."""
-
-    scope: Scope
-    subject: str
-    token: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.scope, Scope):
-            raise ConfigError(f"scope: expected Scope.READ or Scope.ADMIN, got {type(self.scope).__name__}")
-        if not isinstance(self.subject, str) or not SUBJECT_PATTERN.fullmatch(self.subject):
-            raise ConfigError(
-                "subject: expected 1 to 64 letters, digits or ._@:+- (starting with a letter or a "
-                "digit), got another value (not shown)"
-            )
-        _check_token(self.token)
-        if self.token is None:
-            raise ConfigError("token: expected a bearer token, got None")
-
-
-def _shown_scope(word: str) -> str:
-    """``'write'`` for a short word; a long one might be a token in the wrong column."""
-    return repr(word) if re.fullmatch(r"[A-Za-z]{1,12}", word) else "another word (not shown)"
-
-
-def parse_tokens(
-    data: bytes, where: str, *, taken: Mapping[str, str] | None = None
-) -> tuple[TokenGrant, ...]:
-    """The grants of a tokens file: lines of ``<scope> <subject> <token>`` separated by spaces or
-    tabs, ``scope`` being ``read`` or ``admin``; blank lines and lines starting with ``#`` are
-    skipped. One subject may hold several tokens (a client moving to a new one), all of one scope.
-
-    ``where`` names the file in messages (``FACEFLOW_AUTH_TOKENS_FILE=/path``); ``taken`` maps
-    tokens accepted elsewhere to where (a token there is refused here as a duplicate).
-
-    Raises:
-        ConfigError: one line naming the file and the line number, never a token: a line of other
-            than three fields or with non-ASCII bytes, an unknown scope, a bad subject, a token
-            shorter than :data:`MIN_TOKEN_CHARS`, a token given twice, a subject given two scopes,
-            or no token at all.
-    """
-    grants: list[TokenGrant] = []
-    line_of_token: dict[str, str] = dict(taken or {})
-    scope_of_subject: dict[str, tuple[Scope, int]] = {}
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        line = raw.strip(b" \t\r")
-        if not line or line.startswith(b"#"):
-            continue
-        at = f"{where}:{number}"
-        odd = sum(1 for b in line if not (0x21 <= b <= 0x7E or b in b" \t"))
-        if odd:
-            raise ConfigError(
-                f"{at}: expected visible ASCII fields separated by spaces, got {odd} other byte(s) "
-                "(the line is not shown)"
-            )
-        fields = line.decode("ascii").split()
-        if len(fields) != 3:
-            raise ConfigError(f"{at}: expected {_LINE_FORM}, got {len(fields)} field(s) (not shown)")
-        scope_word, subject, token = fields
-        try:
-            scope = Scope(scope_word)
-        except ValueError:
-            raise ConfigError(
-                f"{at}: scope: expected 'read' or 'admin', got {_shown_scope(scope_word)}"
-            ) from None
-        if not SUBJECT_PATTERN.fullmatch(subject):
-            raise ConfigError(
-                f"{at}: subject: expected 1 to 64 letters, digits or ._@:+- (starting with a letter "
-                "or a digit), got another word (not shown)"
-            )
-        if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(
-                f"{at}: token: expected at least {MIN_TOKEN_CHARS} characters, got {len(token)} "
-                "(not shown; make one with 'openssl rand -hex 32')"
-            )
-        if token in line_of_token:
-            raise ConfigError(
-                f"{at}: token: expected one token per client, got the same token as "
-                f"{line_of_token[token]} (not shown)"
-            )
-        line_of_token[token] = f"line {number}"
-        earlier = scope_of_subject.setdefault(subject, (scope, number))
-        if earlier[0] is not scope:
-            raise ConfigError(
-                f"{at}: subject: expected one scope per subject, got {scope} here and {earlier[0]} "
-                f"on line {earlier[1]} for the same subject"
-            )
-        grants.append(TokenGrant(scope=scope, subject=subject, token=token))
-    if not grants:
-        raise ConfigError(f"{where}: expected at least one {_LINE_FORM} line, got none")
-    return tuple(grants)
-
-
-def read_tokens_file(
-    variable: str, path: Path, *, taken: Mapping[str, str] | None = None
-) -> tuple[TokenGrant, ...]:
-    """:func:`parse_tokens` of the file ``path`` named by ``variable``.
-
-    Raises:
-        ConfigError: the file cannot be read, or :func:`parse_tokens` refuses it.
-    """
-    return parse_tokens(_read_bytes(variable, path), f"{variable}={path}", taken=taken)
 
 
 # -- server side ------------------------------------------------------------------------------------
@@ -469,7 +255,7 @@ class ServerSecurity:
                 "client_ca: expected a server certificate and key as well (client certificates are "
                 "verified only over TLS), got neither"
             )
-        _check_token(self.token)
+        check_token(self.token)
         object.__setattr__(self, "tokens", tuple(self.tokens))
         if not all(isinstance(grant, TokenGrant) for grant in self.tokens):
             raise ConfigError("tokens: expected TokenGrant values, got another type")
@@ -566,10 +352,6 @@ def server_security_from_env(env: Mapping[str, str]) -> ServerSecurity:
     return ServerSecurity.from_env(env)
 
 
-def _is_exempt(method: str) -> bool:
-    return method.startswith(EXEMPT_METHOD_PREFIXES)
-
-
 def bearer_credential(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     """The token of a call's one ``authorization: Bearer <token>`` metadata entry.
 
@@ -632,7 +414,7 @@ class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
         grants: Sequence[TokenGrant] = (),
         scopes: Mapping[str, Scope] | None = None,
     ) -> None:
-        _check_token(token)
+        check_token(token)
         shared = () if token is None else (TokenGrant(Scope.ADMIN, SHARED_SUBJECT, token),)
         accepted = (*shared, *grants)
         if not accepted:
@@ -672,7 +454,7 @@ class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         method = str(details.method)
-        if handler is None or _is_exempt(method):
+        if handler is None or is_exempt(method):
             return handler
         try:
             grant = self.grant_of(details.invocation_metadata, method)
@@ -776,7 +558,7 @@ class ClientSecurity:
             raise ConfigError(f"server_name: expected a host name, got {self.server_name!r}")
         if self.server_name is not None and not self.tls:
             raise ConfigError(f"server_name: expected TLS to verify {self.server_name!r} with, got plaintext")
-        _check_token(self.token)
+        check_token(self.token)
 
     @property
     def tls(self) -> bool:

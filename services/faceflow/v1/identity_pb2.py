@@ -25,17 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65\x66low/v1/identity.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n\x0eIdentityRecord\x12\x13\n\x0bidentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.faceflow.v1.IdentityKind\x12*\n\nembeddings\x18\x04 \x03(\x0b\x32\x16.faceflow.v1.Embedding\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x15\n\rorigin_stream\x18\x08 \x01(\t\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02*\x7f\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16IDENTITY_KIND_ENROLLED\x10\x01\x12\x17\n\x13IDENTITY_KIND_NAMED\x10\x02\x12\x1b\n\x17IDENTITY_KIND_ANONYMOUS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x61\x63\x65\x66low/v1/identity.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n\x0eIdentityRecord\x12\x13\n\x0bidentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.faceflow.v1.IdentityKind\x12*\n\nembeddings\x18\x04 \x03(\x0b\x32\x16.faceflow.v1.Embedding\x12+\n\x07\x63reated\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x15\n\rorigin_stream\x18\x08 \x01(\t\x12-\n\tlast_seen\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xab\x02\n\rIdentityAudit\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32 .faceflow.v1.IdentityAuditAction\x12\x13\n\x0bidentity_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12,\n\x04\x61uth\x18\x06 \x01(\x0e\x32\x1e.faceflow.v1.IdentityAuditAuth\x12\x1a\n\x12\x63lient_certificate\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\x0f\n\x07replica\x18\t \x01(\t\x12\x0e\n\x06photos\x18\n \x01(\r\x12\x11\n\trequested\x18\x0b \x01(\t*\x7f\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16IDENTITY_KIND_ENROLLED\x10\x01\x12\x17\n\x13IDENTITY_KIND_NAMED\x10\x02\x12\x1b\n\x17IDENTITY_KIND_ANONYMOUS\x10\x03*\xc6\x01\n\x13IdentityAuditAction\x12%\n!IDENTITY_AUDIT_ACTION_UNSPECIFIED\x10\x00\x12 \n\x1cIDENTITY_AUDIT_ACTION_ENROLL\x10\x01\x12$\n IDENTITY_AUDIT_ACTION_ADD_PHOTOS\x10\x02\x12\x1e\n\x1aIDENTITY_AUDIT_ACTION_NAME\x10\x03\x12 \n\x1cIDENTITY_AUDIT_ACTION_FORGET\x10\x04*\xa1\x01\n\x11IdentityAuditAuth\x12#\n\x1fIDENTITY_AUDIT_AUTH_UNSPECIFIED\x10\x00\x12\x1c\n\x18IDENTITY_AUDIT_AUTH_NONE\x10\x01\x12\x1d\n\x19IDENTITY_AUDIT_AUTH_TOKEN\x10\x02\x12*\n&IDENTITY_AUDIT_AUTH_CLIENT_CERTIFICATE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faceflow.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTITYKIND']._serialized_start=420
-  _globals['_IDENTITYKIND']._serialized_end=547
+  _globals['_IDENTITYKIND']._serialized_start=722
+  _globals['_IDENTITYKIND']._serialized_end=849
+  _globals['_IDENTITYAUDITACTION']._serialized_start=852
+  _globals['_IDENTITYAUDITACTION']._serialized_end=1050
+  _globals['_IDENTITYAUDITAUTH']._serialized_start=1053
+  _globals['_IDENTITYAUDITAUTH']._serialized_end=1214
   _globals['_IDENTITYRECORD']._serialized_start=77
   _globals['_IDENTITYRECORD']._serialized_end=389
   _globals['_EMBEDDING']._serialized_start=391
   _globals['_EMBEDDING']._serialized_end=418
+  _globals['_IDENTITYAUDIT']._serialized_start=421
+  _globals['_IDENTITYAUDIT']._serialized_end=720
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,62 @@ IDENTITY_KIND_ANONYMOUS: IdentityKind.ValueType  # 3
 """Seen on camera, matched to nobody enrolled; stable while the person keeps returning."""
 Global___IdentityKind: _TypeAlias = IdentityKind  # noqa: Y015
 
+class _IdentityAuditAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdentityAuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdentityAuditAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDENTITY_AUDIT_ACTION_UNSPECIFIED: _IdentityAuditAction.ValueType  # 0
+    IDENTITY_AUDIT_ACTION_ENROLL: _IdentityAuditAction.ValueType  # 1
+    """A new identity enrolled from photos (EnrollIdentity without identity_id)."""
+    IDENTITY_AUDIT_ACTION_ADD_PHOTOS: _IdentityAuditAction.ValueType  # 2
+    """Photos added to an existing identity (EnrollIdentity with identity_id), perhaps renaming it."""
+    IDENTITY_AUDIT_ACTION_NAME: _IdentityAuditAction.ValueType  # 3
+    """An identity given a name, or a new one (NameIdentity)."""
+    IDENTITY_AUDIT_ACTION_FORGET: _IdentityAuditAction.ValueType  # 4
+    """An identity erased from the gallery and the trackers (ForgetIdentity)."""
+
+class IdentityAuditAction(_IdentityAuditAction, metaclass=_IdentityAuditActionEnumTypeWrapper):
+    """What a gallery change did."""
+
+IDENTITY_AUDIT_ACTION_UNSPECIFIED: IdentityAuditAction.ValueType  # 0
+IDENTITY_AUDIT_ACTION_ENROLL: IdentityAuditAction.ValueType  # 1
+"""A new identity enrolled from photos (EnrollIdentity without identity_id)."""
+IDENTITY_AUDIT_ACTION_ADD_PHOTOS: IdentityAuditAction.ValueType  # 2
+"""Photos added to an existing identity (EnrollIdentity with identity_id), perhaps renaming it."""
+IDENTITY_AUDIT_ACTION_NAME: IdentityAuditAction.ValueType  # 3
+"""An identity given a name, or a new one (NameIdentity)."""
+IDENTITY_AUDIT_ACTION_FORGET: IdentityAuditAction.ValueType  # 4
+"""An identity erased from the gallery and the trackers (ForgetIdentity)."""
+Global___IdentityAuditAction: _TypeAlias = IdentityAuditAction  # noqa: Y015
+
+class _IdentityAuditAuth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdentityAuditAuthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdentityAuditAuth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDENTITY_AUDIT_AUTH_UNSPECIFIED: _IdentityAuditAuth.ValueType  # 0
+    IDENTITY_AUDIT_AUTH_NONE: _IdentityAuditAuth.ValueType  # 1
+    """The server checks no token and no client certificate: subject is empty."""
+    IDENTITY_AUDIT_AUTH_TOKEN: _IdentityAuditAuth.ValueType  # 2
+    """A bearer token (FACEFLOW_AUTH_TOKEN_FILE or FACEFLOW_AUTH_TOKENS_FILE)."""
+    IDENTITY_AUDIT_AUTH_CLIENT_CERTIFICATE: _IdentityAuditAuth.ValueType  # 3
+    """A verified client certificate (mTLS), with no token."""
+
+class IdentityAuditAuth(_IdentityAuditAuth, metaclass=_IdentityAuditAuthEnumTypeWrapper):
+    """How an audit record's subject was established."""
+
+IDENTITY_AUDIT_AUTH_UNSPECIFIED: IdentityAuditAuth.ValueType  # 0
+IDENTITY_AUDIT_AUTH_NONE: IdentityAuditAuth.ValueType  # 1
+"""The server checks no token and no client certificate: subject is empty."""
+IDENTITY_AUDIT_AUTH_TOKEN: IdentityAuditAuth.ValueType  # 2
+"""A bearer token (FACEFLOW_AUTH_TOKEN_FILE or FACEFLOW_AUTH_TOKENS_FILE)."""
+IDENTITY_AUDIT_AUTH_CLIENT_CERTIFICATE: IdentityAuditAuth.ValueType  # 3
+"""A verified client certificate (mTLS), with no token."""
+Global___IdentityAuditAuth: _TypeAlias = IdentityAuditAuth  # noqa: Y015
+
 @_typing.final
 class IdentityRecord(_message.Message):
     """One identity of the gallery on topic faceflow.identities.v1 (compacted; key = identity_id).
@@ -126,3 +182,72 @@ class Embedding(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class IdentityAudit(_message.Message):
+    """One change to the gallery, on topic faceflow.identities.audit.v1 (append-only, kept 365 days;
+    key = identity_id). The aggregator writes one record per identity after the gallery write
+    succeeded, for every gallery-changing gRPC call (EnrollIdentity, NameIdentity, ForgetIdentity).
+    It names who did what to which identity; it never holds descriptors or photos.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    CLIENT_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    PHOTOS_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    action: Global___IdentityAuditAction.ValueType
+    identity_id: _builtins.str
+    name: _builtins.str
+    """The identity's name after the change (ENROLL, ADD_PHOTOS, NAME); empty for FORGET."""
+    subject: _builtins.str
+    """Who called: the subject of the bearer token the call was admitted with (the tokens file's
+    subject, or "shared-token" for FACEFLOW_AUTH_TOKEN_FILE's token); without a token, the client
+    certificate's subject (mTLS); empty when the server checks neither.
+    """
+    auth: Global___IdentityAuditAuth.ValueType
+    """How the subject is known."""
+    client_certificate: _builtins.str
+    """The verified client certificate's subject (mTLS), also when a token named the caller."""
+    peer: _builtins.str
+    """The caller's address as gRPC saw it ("ipv4:10.0.0.7:51234")."""
+    replica: _builtins.str
+    """The aggregator replica that made the change (its instance id or host name)."""
+    photos: _builtins.int
+    """How many photos an ENROLL or ADD_PHOTOS used (the photos are not kept)."""
+    requested: _builtins.str
+    """For FORGET: what the caller asked to forget (an id, or a name that matched several identities)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the aggregator made the change (after the gallery topic acknowledged it)."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        action: Global___IdentityAuditAction.ValueType = ...,
+        identity_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        auth: Global___IdentityAuditAuth.ValueType = ...,
+        client_certificate: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        replica: _builtins.str = ...,
+        photos: _builtins.int = ...,
+        requested: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "auth", b"auth", "client_certificate", b"client_certificate", "identity_id", b"identity_id", "name", b"name", "peer", b"peer", "photos", b"photos", "replica", b"replica", "requested", b"requested", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityAudit: _TypeAlias = IdentityAudit  # noqa: Y015
