@@ -4,7 +4,10 @@ Settings come from ``FACEFLOW_INGEST_*`` variables (and ``FACEFLOW_KAFKA_BOOTSTR
 these flags; sources from ``--source STREAM_ID=URI`` (repeatable), ``--sources-file FILE`` and
 ``FACEFLOW_INGEST_SOURCES``; these are the operator's choice and are not limited by the source
 policy (``--allow-schemes``, ``--allow-hosts``, ``--allow-file-roots``), which applies only to
-sources that clients start over gRPC (:mod:`faceflow.ingest.policy`). On SIGTERM or SIGINT the
+sources that clients start over gRPC (:mod:`faceflow.ingest.policy`). With ``--sources-topic``
+(``FACEFLOW_INGEST_SOURCES_TOPIC``), pulled sources are recorded in that topic and split among the
+replicas of one consumer group (:mod:`faceflow.ingest.assignments`); the configured ones are
+written there at start-up. On SIGTERM or SIGINT the
 service reports NOT_SERVING on its health endpoint, stops its sources, sends what is queued within
 ``--grace-s`` seconds and exits 0.
 """
@@ -85,6 +88,18 @@ def register(sub: Any) -> None:
         "folder); --source and FACEFLOW_INGEST_SOURCES are not limited by these three",
     )
     p.add_argument(
+        "--sources-topic",
+        metavar="TOPIC",
+        help="share pulled sources with the other replicas through this compacted topic "
+        "(faceflow.sources.v1); default none: sources live in this process",
+    )
+    p.add_argument("--max-sources", type=int, help="most sources this replica runs; more wait (default 16)")
+    p.add_argument(
+        "--advertise-address",
+        metavar="HOST[:PORT]",
+        help="where the other replicas reach this one's gRPC (default $POD_IP or --grpc-host, bound port)",
+    )
+    p.add_argument(
         "--until-done", action="store_true", help="exit once every source has ended (files, folders)"
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -114,6 +129,9 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
         allow_schemes=args.allow_schemes,
         allow_hosts=args.allow_hosts,
         allow_file_roots=args.allow_file_roots,
+        sources_topic=args.sources_topic,
+        max_sources=args.max_sources,
+        advertise_address=args.advertise_address,
     )
     if args.max_side is not None:
         config = replace(config, max_side=args.max_side or None)
@@ -138,9 +156,19 @@ class _IngestProcess:
         )
 
     def start(self) -> None:
+        import os  # noqa: PLC0415
+
+        from faceflow.aggregator.routing import advertised_address  # noqa: PLC0415
+
         self.service.start()
         try:
             self.server.start()
+            c = self.config
+            self.service.join_sources_group(
+                advertised_address(
+                    c.advertise_address, grpc_host=c.grpc_host, port=self.server.port, env=os.environ
+                )
+            )
         except Exception:
             self.service.stop(0)
             raise

@@ -32,6 +32,13 @@ from faceflow.topics import FRAMES, FRAMES_MAX_MESSAGE_BYTES
 from faceflow.v1 import ingest_pb2
 
 ENV_PREFIX = "FACEFLOW_INGEST_"
+#: The consumer group in which ingest replicas split the sources topic's partitions.
+DEFAULT_SOURCES_GROUP = "faceflow-ingest-sources"
+_MODES = {
+    None: ingest_pb2.SOURCE_MODE_UNSPECIFIED,
+    True: ingest_pb2.SOURCE_MODE_LIVE,
+    False: ingest_pb2.SOURCE_MODE_FINITE,
+}
 _HOSTPORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -97,7 +104,8 @@ class SourceConfig:
         max_side: longest side in pixels after resizing; None keeps the size.
         jpeg_quality: JPEG quality 1..100 of a first encode attempt.
         folder_fps: for a folder of images, the frame rate of its timeline.
-        live: whether disconnects are retried; None decides by the URI (URLs are live).
+        live: whether disconnects (and the end) are retried; None: decided when the source opens,
+            by its container (:func:`faceflow.ingest.sources.open_source`).
     """
 
     stream_id: str
@@ -121,6 +129,8 @@ class SourceConfig:
 
     @property
     def is_live(self) -> bool:
+        """The guess before the source opens (URLs other than ``file://`` are live); the runner
+        takes the decision of the opened source when ``live`` is None."""
         return uri_is_live(self.uri) if self.live is None else self.live
 
     @property
@@ -142,18 +152,49 @@ class SourceConfig:
             max_side=spec.max_side,  # 0 keeps the size
             jpeg_quality=spec.jpeg_quality or None,  # 0 means the default
             folder_fps=spec.folder_fps or None,
+            live=_live_of_mode(spec.mode),
         )
 
-    def to_proto(self) -> ingest_pb2.SourceSpec:
-        """The spec as a ``SourceSpec``, with the password of a URL redacted."""
+    @classmethod
+    def from_record(cls, spec: ingest_pb2.SourceSpec) -> SourceConfig:
+        """A source exactly as a sources-topic record holds it (every field resolved already, so no
+        service defaults apply: another replica's defaults must not change what was asked for).
+
+        Raises:
+            InvalidStreamId, IngestConfigError: a field is invalid.
+        """
+        return cls(
+            stream_id=spec.stream_id,
+            uri=spec.uri,
+            target_fps=spec.target_fps,
+            max_side=spec.max_side or None,
+            jpeg_quality=spec.jpeg_quality,
+            folder_fps=spec.folder_fps,
+            live=_live_of_mode(spec.mode),
+        )
+
+    def to_proto(self, *, redact: bool = True) -> ingest_pb2.SourceSpec:
+        """The spec as a ``SourceSpec``, with the password of a URL redacted (``redact=False`` only
+        for the sources topic, whose reader has to open the URL)."""
         return ingest_pb2.SourceSpec(
             stream_id=self.stream_id,
-            uri=self.safe_uri,
+            uri=self.safe_uri if redact else self.uri,
             target_fps=self.target_fps,
             max_side=self.max_side or 0,
             jpeg_quality=self.jpeg_quality,
             folder_fps=self.folder_fps,
+            mode=_MODES[self.live],
         )
+
+
+def _live_of_mode(mode: int) -> bool | None:
+    if mode == ingest_pb2.SOURCE_MODE_LIVE:
+        return True
+    if mode == ingest_pb2.SOURCE_MODE_FINITE:
+        return False
+    if mode == ingest_pb2.SOURCE_MODE_UNSPECIFIED:
+        return None
+    raise IngestConfigError(f"mode: expected a SourceMode (0, 1 or 2), got {mode}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +247,17 @@ class IngestConfig(ConfigMixin):
     allow_schemes: str = DEFAULT_SCHEMES
     allow_hosts: str = DEFAULT_HOSTS
     allow_file_roots: str = DEFAULT_FILE_ROOTS
+    # Sources shared by replicas (faceflow.ingest.assignments): empty keeps pulled sources in this
+    # process only. With a topic, StartSource records sources there and the replicas of
+    # sources_group split them; max_sources caps how many one replica runs (the rest wait).
+    sources_topic: str = ""
+    sources_group: str = DEFAULT_SOURCES_GROUP
+    instance_id: str = ""
+    session_timeout_ms: int = 10_000
+    max_sources: int = 16
+    #: ``host`` or ``host:port`` other replicas reach this one's gRPC on (they ask it for its
+    #: sources' counters). Empty: ``$POD_IP``, else ``grpc_host`` unless a wildcard, else the host name.
+    advertise_address: str = ""
     sources: tuple[SourceConfig, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -252,6 +304,15 @@ class IngestConfig(ConfigMixin):
         check_number("drop_log_interval_s", self.drop_log_interval_s, minimum=0.0)
         check_int("max_finished_sources", self.max_finished_sources, minimum=1)
         check_int("max_push_streams", self.max_push_streams, minimum=1)
+        if len(self.sources_topic) > 249:
+            raise IngestConfigError(
+                f"sources_topic: expected a topic name of up to 249 characters (empty: no sources topic), "
+                f"got {self.sources_topic!r}"
+            )
+        if self.sources_topic and not self.sources_group:
+            raise IngestConfigError("sources_group: expected a consumer group name, got ''")
+        check_int("session_timeout_ms", self.session_timeout_ms, minimum=1000)
+        check_int("max_sources", self.max_sources, minimum=1)
         self.source_policy()
         seen: set[str] = set()
         for source in self.sources:

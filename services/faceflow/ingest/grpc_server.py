@@ -17,6 +17,12 @@ RESOURCE_EXHAUSTED   a pushed image over the frames topic's payload limit (and, 
 UNAVAILABLE          the broker cannot be reached, or the service is shutting down
 ==================== =========================================================================
 
+With a sources topic (:mod:`faceflow.ingest.assignments`), ``ListSources`` lists every recorded
+source with its ``owner``: this replica's own, and the others' as their owners report them
+(``ListSources`` with ``local_only``, asked with the caller's metadata, two seconds each); a source
+whose owner does not answer, or that no replica owns now, is listed from its record as
+``WAITING`` with the reason in ``last_error``.
+
 A frame that is not a picture is *not* a call error: ``PushFrames`` lists it in the reply's
 rejections and goes on (see :mod:`faceflow.ingest.push`). A ``PushFrames`` call that ends with an
 error carries the trailing metadata :data:`FRAMES_TAKEN_KEY` (``faceflow-frames-taken``): how
@@ -29,6 +35,10 @@ import logging
 import threading
 from typing import Any
 
+import grpc
+
+from faceflow.aggregator.routing import forward_metadata, is_forwarded, peer_transport_from_env
+from faceflow.ingest.assignments import Entry, SourceAssignments
 from faceflow.ingest.config import SourceConfig
 from faceflow.ingest.errors import IngestConfigError, client_text
 from faceflow.ingest.push import PushTally
@@ -45,6 +55,8 @@ SERVICE_NAME: str = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name
 MAX_RECEIVE_BYTES = FRAMES_MAX_MESSAGE_BYTES
 #: The trailing metadata key of a failed ``PushFrames`` call: how many of its frames were taken.
 FRAMES_TAKEN_KEY = "faceflow-frames-taken"
+#: How long ``ListSources`` waits for each other replica's own list.
+PEER_TIMEOUT_S = 2.0
 
 _STATES = {
     SourceState.STARTING: ingest_pb2.SOURCE_STATE_STARTING,
@@ -53,7 +65,11 @@ _STATES = {
     SourceState.ENDED: ingest_pb2.SOURCE_STATE_ENDED,
     SourceState.FAILED: ingest_pb2.SOURCE_STATE_FAILED,
     SourceState.STOPPED: ingest_pb2.SOURCE_STATE_STOPPED,
+    SourceState.WAITING: ingest_pb2.SOURCE_STATE_WAITING,
 }
+_ACTIVE = frozenset(
+    {ingest_pb2.SOURCE_STATE_STARTING, ingest_pb2.SOURCE_STATE_RUNNING, ingest_pb2.SOURCE_STATE_RECONNECTING}
+)
 
 
 def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
@@ -68,6 +84,20 @@ def to_status(snapshot: SourceSnapshot) -> ingest_pb2.SourceStatus:
         next_seq=snapshot.next_seq,
         reconnects=snapshot.reconnects,
         last_error=client_text(snapshot.last_error),
+        owner=snapshot.owner,
+        live=bool(snapshot.live),
+    )
+
+
+def _record_status(entry: Entry, owner: str, reason: str) -> ingest_pb2.SourceStatus:
+    """The status of a source known only from its record (finished, or its owner did not say)."""
+    record = entry.record
+    if record.final_state is not None:
+        state, error, owner = _STATES[record.final_state], record.last_error, record.written_by or owner
+    else:
+        state, error = ingest_pb2.SOURCE_STATE_WAITING, reason
+    return ingest_pb2.SourceStatus(
+        spec=record.spec.to_proto(), state=state, last_error=client_text(error), owner=owner
     )
 
 
@@ -76,6 +106,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
 
     def __init__(self, service: IngestService) -> None:
         self.service = service
+        self._stubs: dict[str, ingest_pb2_grpc.IngestStub] = {}
+        self._channels: list[grpc.Channel] = []
+        self._stubs_lock = threading.Lock()
 
     def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:
         tally = PushTally()
@@ -101,7 +134,66 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def ListSources(
         self, request: ingest_pb2.ListSourcesRequest, context: Any
     ) -> ingest_pb2.ListSourcesResponse:
-        return ingest_pb2.ListSourcesResponse(sources=[to_status(s) for s in self.service.list_sources()])
+        local = [to_status(s) for s in self.service.list_sources()]
+        assignments = self.service.assignments
+        if assignments is None or request.local_only or is_forwarded(context.invocation_metadata()):
+            return ingest_pb2.ListSourcesResponse(sources=local)
+        return ingest_pb2.ListSourcesResponse(sources=self._everyone(assignments, local, context))
+
+    def _everyone(
+        self, assignments: SourceAssignments, local: list[ingest_pb2.SourceStatus], context: Any
+    ) -> list[ingest_pb2.SourceStatus]:
+        """Every recorded source, each as its owner reports it (module docstring)."""
+        entries = assignments.table.entries()
+        owners = assignments.owners()
+        me = assignments.advertised
+        mine = {s.spec.stream_id: s for s in local}
+        reports: dict[str, dict[str, ingest_pb2.SourceStatus]] = {}
+        failures: dict[str, str] = {}
+        metadata = forward_metadata(context.invocation_metadata(), origin=me)
+        for address in sorted({owners.get(e.partition, "") for e in entries} - {"", me}):
+            try:
+                reply = self._stub(address).ListSources(
+                    ingest_pb2.ListSourcesRequest(local_only=True), timeout=PEER_TIMEOUT_S, metadata=metadata
+                )
+            except grpc.RpcError as exc:
+                failures[address] = f"{exc.code().name}: {exc.details()}"
+                logger.warning("ListSources: replica %s did not answer: %s", address, failures[address])
+                continue
+            reports[address] = {s.spec.stream_id: s for s in reply.sources}
+        out = []
+        for entry in entries:
+            owner = owners.get(entry.partition, "")
+            report = mine if owner == me else reports.get(owner, {})
+            status = report.get(entry.stream_id)
+            if status is not None and not (entry.record.finished and status.state in _ACTIVE):
+                out.append(status)
+                continue
+            if not owner:
+                reason = f"no ingest replica owns partition {entry.partition} of {assignments.topic} now"
+            elif owner in failures:
+                reason = f"its owner {owner} did not answer: {failures[owner]}"
+            else:
+                reason = f"its owner {owner} has not started it yet"
+            out.append(_record_status(entry, owner, reason))
+        return out
+
+    def _stub(self, address: str) -> ingest_pb2_grpc.IngestStub:
+        with self._stubs_lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                channel = peer_transport_from_env().channel(address)
+                self._channels.append(channel)
+                stub = self._stubs[address] = ingest_pb2_grpc.IngestStub(channel)
+            return stub
+
+    def close(self) -> None:
+        """Close the channels to other replicas."""
+        with self._stubs_lock:
+            for channel in self._channels:
+                channel.close()
+            self._channels.clear()
+            self._stubs.clear()
 
 
 class IngestServer:
@@ -115,14 +207,11 @@ class IngestServer:
 
     def __init__(self, service: IngestService, host: str, port: int, *, workers: int = 16) -> None:
         self.service = service
+        self.servicer = IngestServicer(service)
         self.server = GrpcServer(
             "ingest",
             ServerSettings(host=host, port=port, workers=workers, max_receive_bytes=MAX_RECEIVE_BYTES),
-            [
-                ServiceBinding(
-                    SERVICE_NAME, ingest_pb2_grpc.add_IngestServicer_to_server, IngestServicer(service)
-                )
-            ],
+            [ServiceBinding(SERVICE_NAME, ingest_pb2_grpc.add_IngestServicer_to_server, self.servicer)],
             metrics=service.metrics.base,
         )
 
@@ -144,4 +233,6 @@ class IngestServer:
 
     def stop(self, grace_s: float) -> threading.Event:
         """Report NOT_SERVING, refuse new RPCs, give running ones ``grace_s``; returns when done."""
-        return self.server.stop(grace_s)
+        stopped = self.server.stop(grace_s)
+        self.servicer.close()
+        return stopped

@@ -137,6 +137,7 @@ def run_with_reconnect(
     stream_id: str = "?",
     max_attempts: int | None = None,
     on_reconnect: Callable[[int], None] | None = None,
+    probe_live: bool = False,
 ) -> RunResult:
     """Feed the frames of a source to ``on_frame`` until it ends or ``stop_event`` is set.
 
@@ -160,6 +161,8 @@ def run_with_reconnect(
             ``SourceDisconnected``); None retries forever.
         on_reconnect: called with the attempt number before each reopen (e.g. to reset a
             sampler's clock).
+        probe_live: take ``is_live`` from each opened source (which decided it from its
+            container); ``is_live`` is then only the guess for a source that cannot be opened.
     """
     if max_attempts is not None:
         check_int("max_attempts", max_attempts, minimum=1)
@@ -171,6 +174,8 @@ def run_with_reconnect(
         try:
             source = open_fn()
             connects += 1
+            if probe_live:
+                is_live = source.is_live
             got_frame = False
             for frame in source:
                 if not got_frame:

@@ -70,6 +70,8 @@ class SourceState(StrEnum):
     ENDED = "ended"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: Recorded in the sources topic but not running here (over the cap, or no owner now).
+    WAITING = "waiting"
 
     @property
     def active(self) -> bool:
@@ -90,6 +92,10 @@ class SourceSnapshot:
     last_error: str
     queue_depth: int
     decode_fps: float
+    #: Whether the source is live, once decided (None before it first opened).
+    live: bool | None = None
+    #: The replica that runs it (its advertised address; "" without a sources topic).
+    owner: str = ""
 
 
 def opener_for(config: IngestConfig) -> Opener:
@@ -223,6 +229,7 @@ class SourceRunner:
         self._eos_error: str | None = None
         self._last_pts_s = 0.0
         self._fps = _RateMeter()
+        self._live: bool | None = spec.live
         self._done = threading.Event()
         self._decode_thread = threading.Thread(
             target=self._decode_loop, name=f"ingest-decode-{spec.stream_id}", daemon=True
@@ -286,6 +293,7 @@ class SourceRunner:
                 last_error=self._last_error,
                 queue_depth=len(self.queue),
                 decode_fps=self._fps.rate(),
+                live=self._live,
             )
 
     # -- state --------------------------------------------------------------------------------
@@ -317,6 +325,18 @@ class SourceRunner:
         except SourceError as exc:
             self._record_error(exc)
             raise
+        if self.spec.live is None:  # the source decided from its container (faceflow.ingest.sources)
+            with self._lock:
+                changed = self._live is not source.is_live
+                self._live = source.is_live
+            if changed:
+                self.policy = self.queue.policy = self._config.policy_for(source.is_live)
+                logger.info(
+                    "stream %s: %s by its container; queue %s",
+                    self.stream_id,
+                    "live" if source.is_live else "finite",
+                    self.policy,
+                )
         return _Recorded(source, self._record_error)
 
     def _on_reconnect(self, attempt: int) -> None:
@@ -369,6 +389,7 @@ class SourceRunner:
                 stream_id=self.stream_id,
                 max_attempts=max_attempts,
                 on_reconnect=self._on_reconnect,
+                probe_live=self.spec.live is None,
             )
         except SourceError as exc:
             self._set_state(SourceState.FAILED, str(exc))

@@ -11,7 +11,11 @@
   wall clock in microseconds (``seq_start=clock``), above anything an earlier process reached;
 * the push path (:mod:`faceflow.ingest.push`);
 * the source policy (:mod:`faceflow.ingest.policy`) that sources requested by clients
-  (:meth:`IngestService.request_source`) must pass; configured sources do not.
+  (:meth:`IngestService.request_source`) must pass; configured sources do not;
+* with ``sources_topic`` set, :class:`~faceflow.ingest.assignments.SourceAssignments`: starting and
+  stopping a source then records it in the sources topic, and this replica runs the sources of the
+  partitions its consumer group gives it (:meth:`IngestService.join_sources_group`), up to
+  ``max_sources``; see that module.
 
 Errors that the gRPC layer maps to status codes: :class:`SourceExists` (``ALREADY_EXISTS``),
 :class:`UnknownSource` and :class:`~faceflow.ingest.errors.SourceNotFound` (``NOT_FOUND``),
@@ -34,6 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from faceflow.errors import AlreadyExists, NotFound, RequestError, Unavailable
+from faceflow.ingest.assignments import SourceAssignments
 from faceflow.ingest.config import IngestConfig, SeqStart, SourceConfig
 from faceflow.ingest.encode import EncodeSettings
 from faceflow.ingest.errors import FrameTooLarge, IngestError, SourceNotFound, client_text
@@ -52,7 +57,7 @@ from faceflow.ingest.push import (
     pushed_frame,
 )
 from faceflow.ingest.reconnect import SeqCounter
-from faceflow.ingest.runner import Opener, SourceRunner, SourceSnapshot
+from faceflow.ingest.runner import Opener, SourceRunner, SourceSnapshot, SourceState
 from faceflow.kafka.headers import TraceParent
 from faceflow.streams import validate_stream_id
 from faceflow.v1 import ingest_pb2
@@ -108,6 +113,8 @@ class IngestService:
         self._stopping = False
         self._started = False
         self.metrics_port: int | None = None
+        #: The shared sources (None without ``sources_topic``: sources live in this process only).
+        self.assignments: SourceAssignments | None = None
 
     @property
     def sink(self) -> FrameSink:
@@ -153,11 +160,40 @@ class IngestService:
             self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
         self._started = True
         try:
-            for spec in self.config.sources:
-                self.start_source(spec)
+            if self.config.sources_topic:
+                self.assignments = SourceAssignments(self.config, launch=self._launch)
+                self.assignments.start()
+                self._record_configured()
+            else:
+                for spec in self.config.sources:
+                    self.start_source(spec)
         except IngestError:
             self.stop(0)
             raise
+
+    def join_sources_group(self, advertised: str) -> None:
+        """With a sources topic: join the replicas' group, advertising ``advertised`` (this
+        replica's gRPC address, once bound), and run the sources the group gives this replica.
+        Nothing to do without one."""
+        if self.assignments is not None:
+            self.assignments.join(advertised)
+
+    def _record_configured(self) -> None:
+        """Write the operator's sources to the topic, unless the same spec is there already
+        (finished or not): restarting with the same config neither restarts nor replays them."""
+        assert self.assignments is not None
+        for spec in self.config.sources:
+            _check_local_path(spec)
+            entry = self.assignments.table.get(spec.stream_id)
+            if entry is not None and entry.record.spec == spec:
+                continue
+            self.assignments.put(self.assignments.record(spec))
+            logger.info(
+                "stream %s: configured source %s recorded in %s",
+                spec.stream_id,
+                spec.safe_uri,
+                self.config.sources_topic,
+            )
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop every source, send what is queued within ``grace_s``, close the producer."""
@@ -167,6 +203,9 @@ class IngestService:
             if self._stopping:
                 return
             self._stopping = True
+        if self.assignments is not None:
+            self.assignments.close()  # leave the group first: the others take the partitions now
+        with self._lock:
             runners = list(self._runners.values())
         logger.info("stopping ingest: %d sources, grace %.1f s", len(runners), grace)
         for runner in runners:
@@ -201,14 +240,55 @@ class IngestService:
 
     # -- pulled sources -----------------------------------------------------------------------
     def start_source(self, spec: SourceConfig) -> SourceSnapshot:
-        """Start pulling ``spec``.
+        """Start pulling ``spec`` (with a sources topic: record it there, for its owner to run).
 
         Raises:
             ServiceStopping: the service is stopping (or not started).
-            SourceExists: a source with this stream id is still running.
+            SourceExists: a source with this stream id is still running (or recorded, not finished).
             SourceNotFound: a local path that does not exist.
+            SourcesTopicError: the sources topic cannot be written.
         """
         _check_local_path(spec)
+        if self.assignments is not None:
+            return self._record_source(spec)
+        return self._launch(spec).snapshot()
+
+    def _record_source(self, spec: SourceConfig) -> SourceSnapshot:
+        assignments = self.assignments
+        assert assignments is not None
+        if self._stopping or not self._started:
+            raise ServiceStopping("ingest is not running: no new sources")
+        entry = assignments.table.get(spec.stream_id)
+        if entry is not None and not entry.record.finished:
+            owner = assignments.owner_of(entry.partition) or "no replica yet"
+            raise SourceExists(
+                f"stream id {spec.stream_id!r} is taken by a recorded source ({entry.record.spec.safe_uri}, "
+                f"run by {owner}); stop it first or choose another stream id"
+            )
+        written = assignments.put(assignments.record(spec))
+        owner = assignments.owner_of(written.partition)
+        logger.info(
+            "stream %s: %s recorded in %s, owner %s",
+            spec.stream_id,
+            spec.safe_uri,
+            assignments.topic,
+            owner or "none yet",
+        )
+        return _recorded_snapshot(
+            spec,
+            SourceState.STARTING if owner else SourceState.WAITING,
+            owner,
+            ""
+            if owner
+            else f"no ingest replica owns partition {written.partition} of {assignments.topic} now",
+        )
+
+    def _launch(self, spec: SourceConfig) -> SourceRunner:
+        """Start a runner for ``spec`` here (every check but the path's done).
+
+        Raises:
+            ServiceStopping, SourceExists: as :meth:`start_source`.
+        """
         with self._lock:
             if self._stopping or not self._started:
                 raise ServiceStopping("ingest is not running: no new sources")
@@ -229,7 +309,7 @@ class IngestService:
             self._runners[spec.stream_id] = runner
             self._evict_finished()
         runner.start()
-        return runner.snapshot()
+        return runner
 
     def request_source(self, spec: SourceConfig) -> SourceSnapshot:
         """Start ``spec`` for a client (``StartSource``) if the source policy allows it.
@@ -242,7 +322,7 @@ class IngestService:
             IngestConfigError: the URI cannot be parsed.
             SourceNotAllowed: the policy does not allow it.
             SourceNotFound: an allowed path that does not exist.
-            ServiceStopping, SourceExists: as :meth:`start_source`.
+            ServiceStopping, SourceExists, SourcesTopicError: as :meth:`start_source`.
         """
         target = self._policy.check(spec.uri)
         if "://" not in target and not os.path.exists(target):  # False for any OSError too
@@ -265,16 +345,32 @@ class IngestService:
         validate_stream_id(stream_id)
         with self._lock:
             runner = self._runners.get(stream_id)
+        assignments = self.assignments
+        entry = assignments.table.get(stream_id) if assignments is not None else None
+        if assignments is not None and entry is not None:
+            assignments.delete(stream_id)  # its owner, this replica or another, stops it
+            if runner is None or runner.done:
+                owner = assignments.owner_of(entry.partition)
+                return _recorded_snapshot(entry.record.spec, SourceState.STOPPED, owner, "")
         if runner is None:
             raise UnknownSource(f"no source with stream id {stream_id!r}")
         runner.stop()
         runner.join(wait_s)
-        return runner.snapshot()
+        return self._mine(runner.snapshot())
 
     def list_sources(self) -> list[SourceSnapshot]:
+        """The sources this process runs or ran (and, with a sources topic, those waiting here)."""
         with self._lock:
             runners = list(self._runners.values())
-        return [r.snapshot() for r in runners]
+        out = [self._mine(r.snapshot()) for r in runners]
+        if self.assignments is not None:
+            out += self.assignments.waiting()
+        return out
+
+    def _mine(self, snapshot: SourceSnapshot) -> SourceSnapshot:
+        if self.assignments is None:
+            return snapshot
+        return replace(snapshot, owner=self.assignments.advertised)
 
     def source(self, stream_id: str) -> SourceSnapshot:
         with self._lock:
@@ -463,6 +559,24 @@ class _Unsettled:
         if self.left > 0:
             self._metrics.refuse(self.stream_id, cause, self.left)
             self.left = 0
+
+
+def _recorded_snapshot(spec: SourceConfig, state: SourceState, owner: str, error: str) -> SourceSnapshot:
+    """The status of a source known from the sources topic only (no counters here)."""
+    return SourceSnapshot(
+        spec=spec,
+        state=state,
+        frames_decoded=0,
+        frames_produced=0,
+        frames_dropped=0,
+        next_seq=0,
+        reconnects=0,
+        last_error=error,
+        queue_depth=0,
+        decode_fps=0.0,
+        live=spec.live,
+        owner=owner,
+    )
 
 
 def _check_local_path(spec: SourceConfig) -> None:

@@ -11,6 +11,13 @@ so a missing or unreadable source fails at once with a :class:`~faceflow.ingest.
   drops mid-stream (also when it simply ends: a live stream does not end by itself).
   :func:`faceflow.ingest.reconnect.run_with_reconnect` retries these.
 
+Live or finite, unless the caller says (``is_live``), is decided by what opens, not by the URL
+scheme (:func:`container_is_live`): a container that declares a duration (an MP4 or MKV file
+whether read from disk or over HTTP, an MPEG-TS file served with its size, HLS whose playlist has
+``#EXT-X-ENDLIST``) is finite and ends once; RTSP, RTMP, UDP, SRT, RTP and TCP streams, live HLS
+and any input without a duration (an MPEG-TS or MJPEG stream over HTTP) are live. A local path is
+finite when it is a regular file (a named pipe or device is live).
+
 This module is the PyAV adapter of the ingest core; nothing else in :mod:`faceflow.ingest`
 imports PyAV. A source is not thread-safe: iterate and close it from one thread. Passwords in
 URLs never reach logs or error messages (:func:`redact_uri`).
@@ -47,7 +54,8 @@ from faceflow.streams import validate_stream_id
 
 logger = logging.getLogger(__name__)
 
-#: URL schemes that :func:`open_source` hands to FFmpeg; all are live unless told otherwise.
+#: URL schemes whose streams are live whatever they declare (an RTSP server may give a duration).
+LIVE_PROTOCOLS = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt", "rtp"})
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 10.0
 
@@ -188,6 +196,16 @@ def classify_av_error(
     return SourceUndecodable(uri, f"{where}: {reason}")
 
 
+def container_is_live(scheme: str, duration_us: int | None) -> bool:
+    """Whether an opened input is live: a stream protocol (:data:`LIVE_PROTOCOLS`) always is;
+    otherwise it is live exactly when the container declares no duration (FFmpeg's HLS demuxer
+    gives one only for a playlist with ``#EXT-X-ENDLIST``; an MPEG-TS stream of unknown size has
+    none), finite when it does."""
+    if scheme in LIVE_PROTOCOLS:
+        return True
+    return not (duration_us is not None and duration_us > 0)
+
+
 def _frame_rate(stream: av.video.stream.VideoStream) -> float:
     rate = stream.average_rate or stream.guessed_rate
     return float(rate) if rate else 0.0
@@ -200,8 +218,9 @@ class VideoSource(_SourceBase):
         uri: a file path, or an ``rtsp://``, ``http(s)://`` (progressive, MJPEG or HLS ``.m3u8``),
             ``rtmp://``, ``udp://``, ``srt://`` ... URL.
         stream_id: the stream id the frames carry.
-        is_live: whether the source is live; default: True for URLs, False for paths. A live
-            source that ends or fails mid-stream raises ``SourceDisconnected``.
+        is_live: whether the source is live; default: for a URL, decided once it opens
+            (:func:`container_is_live`), False for a path. A live source that ends or fails
+            mid-stream raises ``SourceDisconnected``.
         open_timeout_s: the most time opening (connect + probe) may take.
         read_timeout_s: the most time one read may block; a silent live source is
             disconnected after this.
@@ -228,7 +247,8 @@ class VideoSource(_SourceBase):
     ) -> None:
         target = os.fspath(uri)
         scheme = urlsplit(target).scheme.lower() if "://" in target else ""
-        live = bool(scheme and scheme != "file") if is_live is None else is_live
+        probe = is_live is None and bool(scheme) and scheme != "file"
+        live = scheme in LIVE_PROTOCOLS or probe if is_live is None else is_live
         super().__init__(redact_uri(target), stream_id, live, clock)
         self._raw_uri = target
         check_number("open_timeout_s", open_timeout_s, minimum=0.0, inclusive=False)
@@ -236,13 +256,17 @@ class VideoSource(_SourceBase):
         opts = dict(options or {})
         if scheme in ("rtsp", "rtsps"):
             opts.setdefault("rtsp_transport", "tcp")
-        logger.info("stream %s: opening %s (live=%s)", self.stream_id, self.uri, live)
+        logger.info(
+            "stream %s: opening %s (live=%s)", self.stream_id, self.uri, "by its container" if probe else live
+        )
         try:
             self._container = av.open(
                 target, mode="r", options=opts, timeout=(open_timeout_s, read_timeout_s)
             )
         except av.error.FFmpegError as exc:
             raise classify_av_error(exc, self.uri, is_live=live, opening=True) from self._cause(exc)
+        if probe:
+            live = self._is_live = container_is_live(scheme, self._container.duration)
         if not self._container.streams.video:
             self._container.close()
             raise SourceUndecodable(self.uri, "cannot open: no video stream in the input")
@@ -480,7 +504,7 @@ def open_source(
     return VideoSource(
         path,
         stream_id,
-        is_live=bool(is_live),
+        is_live=(not path.is_file()) if is_live is None else is_live,
         open_timeout_s=open_timeout_s,
         read_timeout_s=read_timeout_s,
         options=options,

@@ -34,6 +34,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from faceflow import topics
 from faceflow.errors import ConfigError, FaceflowError
@@ -147,6 +148,8 @@ def parse_sources(
         stream_id, sep, uri = value.partition("=")
         if not sep or URL_RE.match(value):
             stream_id, uri = "", value
+        if uri.lower().startswith("file://"):
+            uri = unquote(urlsplit(uri).path)  # a local file, finite: not a live URL
         if URL_RE.match(uri):
             from faceflow.ingest.uris import URL_SCHEMES, is_supported_scheme, url_scheme  # noqa: PLC0415
 

@@ -26,39 +26,43 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65\x66low/v1/ingest.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x11PushFramesRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12&\n\x03pts\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x63\x61pture_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rend_of_stream\x18\x05 \x01(\x08\"i\n\x12PushFramesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12/\n\nrejections\x18\x03 \x03(\x0b\x32\x1b.faceflow.v1.FrameRejection\"m\n\x0e\x46rameRejection\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.faceflow.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"|\n\nSourceSpec\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\ntarget_fps\x18\x03 \x01(\x01\x12\x10\n\x08max_side\x18\x04 \x01(\r\x12\x14\n\x0cjpeg_quality\x18\x05 \x01(\r\x12\x12\n\nfolder_fps\x18\x06 \x01(\x01\";\n\x12StartSourceRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.SourceSpec\"@\n\x13StartSourceResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.faceflow.v1.SourceStatus\"&\n\x11StopSourceRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"?\n\x12StopSourceResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.faceflow.v1.SourceStatus\"\x14\n\x12ListSourcesRequest\"A\n\x13ListSourcesResponse\x12*\n\x07sources\x18\x01 \x03(\x0b\x32\x19.faceflow.v1.SourceStatus\"\xe1\x01\n\x0cSourceStatus\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.SourceSpec\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.faceflow.v1.SourceState\x12\x16\n\x0e\x66rames_decoded\x18\x03 \x01(\x04\x12\x17\n\x0f\x66rames_produced\x18\x04 \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\x05 \x01(\x04\x12\x10\n\x08next_seq\x18\x06 \x01(\x04\x12\x12\n\nreconnects\x18\x07 \x01(\r\x12\x12\n\nlast_error\x18\x08 \x01(\t*\xab\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREJECT_REASON_NOT_AN_IMAGE\x10\x01\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x02\x12\x1f\n\x1bREJECT_REASON_BAD_STREAM_ID\x10\x03\x12\x1e\n\x1aREJECT_REASON_BACKPRESSURE\x10\x04*\xca\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SOURCE_STATE_STARTING\x10\x01\x12\x18\n\x14SOURCE_STATE_RUNNING\x10\x02\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x03\x12\x16\n\x12SOURCE_STATE_ENDED\x10\x04\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x05\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x06\x32\xcc\x02\n\x06Ingest\x12O\n\nPushFrames\x12\x1e.faceflow.v1.PushFramesRequest\x1a\x1f.faceflow.v1.PushFramesResponse(\x01\x12P\n\x0bStartSource\x12\x1f.faceflow.v1.StartSourceRequest\x1a .faceflow.v1.StartSourceResponse\x12M\n\nStopSource\x12\x1e.faceflow.v1.StopSourceRequest\x1a\x1f.faceflow.v1.StopSourceResponse\x12P\n\x0bListSources\x12\x1f.faceflow.v1.ListSourcesRequest\x1a .faceflow.v1.ListSourcesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65\x66low/v1/ingest.proto\x12\x0b\x66\x61\x63\x65\x66low.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x11PushFramesRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12&\n\x03pts\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x63\x61pture_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rend_of_stream\x18\x05 \x01(\x08\"i\n\x12PushFramesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12/\n\nrejections\x18\x03 \x03(\x0b\x32\x1b.faceflow.v1.FrameRejection\"m\n\x0e\x46rameRejection\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.faceflow.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\xa3\x01\n\nSourceSpec\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\ntarget_fps\x18\x03 \x01(\x01\x12\x10\n\x08max_side\x18\x04 \x01(\r\x12\x14\n\x0cjpeg_quality\x18\x05 \x01(\r\x12\x12\n\nfolder_fps\x18\x06 \x01(\x01\x12%\n\x04mode\x18\x07 \x01(\x0e\x32\x17.faceflow.v1.SourceMode\"\xc0\x01\n\x10SourceAssignment\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.SourceSpec\x12-\n\x0b\x66inal_state\x18\x02 \x01(\x0e\x32\x18.faceflow.v1.SourceState\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x12\n\nwritten_by\x18\x04 \x01(\t\x12.\n\nwritten_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12StartSourceRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.SourceSpec\"@\n\x13StartSourceResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.faceflow.v1.SourceStatus\"&\n\x11StopSourceRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\"?\n\x12StopSourceResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.faceflow.v1.SourceStatus\"(\n\x12ListSourcesRequest\x12\x12\n\nlocal_only\x18\x01 \x01(\x08\"A\n\x13ListSourcesResponse\x12*\n\x07sources\x18\x01 \x03(\x0b\x32\x19.faceflow.v1.SourceStatus\"\xfe\x01\n\x0cSourceStatus\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.faceflow.v1.SourceSpec\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.faceflow.v1.SourceState\x12\x16\n\x0e\x66rames_decoded\x18\x03 \x01(\x04\x12\x17\n\x0f\x66rames_produced\x18\x04 \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\x05 \x01(\x04\x12\x10\n\x08next_seq\x18\x06 \x01(\x04\x12\x12\n\nreconnects\x18\x07 \x01(\r\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\r\n\x05owner\x18\t \x01(\t\x12\x0c\n\x04live\x18\n \x01(\x08*\xab\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREJECT_REASON_NOT_AN_IMAGE\x10\x01\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x02\x12\x1f\n\x1bREJECT_REASON_BAD_STREAM_ID\x10\x03\x12\x1e\n\x1aREJECT_REASON_BACKPRESSURE\x10\x04*W\n\nSourceMode\x12\x1b\n\x17SOURCE_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_MODE_LIVE\x10\x01\x12\x16\n\x12SOURCE_MODE_FINITE\x10\x02*\xe4\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SOURCE_STATE_STARTING\x10\x01\x12\x18\n\x14SOURCE_STATE_RUNNING\x10\x02\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x03\x12\x16\n\x12SOURCE_STATE_ENDED\x10\x04\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x05\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x06\x12\x18\n\x14SOURCE_STATE_WAITING\x10\x07\x32\xcc\x02\n\x06Ingest\x12O\n\nPushFrames\x12\x1e.faceflow.v1.PushFramesRequest\x1a\x1f.faceflow.v1.PushFramesResponse(\x01\x12P\n\x0bStartSource\x12\x1f.faceflow.v1.StartSourceRequest\x1a .faceflow.v1.StartSourceResponse\x12M\n\nStopSource\x12\x1e.faceflow.v1.StopSourceRequest\x1a\x1f.faceflow.v1.StopSourceResponse\x12P\n\x0bListSources\x12\x1f.faceflow.v1.ListSourcesRequest\x1a .faceflow.v1.ListSourcesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faceflow.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTREASON']._serialized_start=1169
-  _globals['_REJECTREASON']._serialized_end=1340
-  _globals['_SOURCESTATE']._serialized_start=1343
-  _globals['_SOURCESTATE']._serialized_end=1545
+  _globals['_REJECTREASON']._serialized_start=1453
+  _globals['_REJECTREASON']._serialized_end=1624
+  _globals['_SOURCEMODE']._serialized_start=1626
+  _globals['_SOURCEMODE']._serialized_end=1713
+  _globals['_SOURCESTATE']._serialized_start=1716
+  _globals['_SOURCESTATE']._serialized_end=1944
   _globals['_PUSHFRAMESREQUEST']._serialized_start=107
   _globals['_PUSHFRAMESREQUEST']._serialized_end=273
   _globals['_PUSHFRAMESRESPONSE']._serialized_start=275
   _globals['_PUSHFRAMESRESPONSE']._serialized_end=380
   _globals['_FRAMEREJECTION']._serialized_start=382
   _globals['_FRAMEREJECTION']._serialized_end=491
-  _globals['_SOURCESPEC']._serialized_start=493
-  _globals['_SOURCESPEC']._serialized_end=617
-  _globals['_STARTSOURCEREQUEST']._serialized_start=619
-  _globals['_STARTSOURCEREQUEST']._serialized_end=678
-  _globals['_STARTSOURCERESPONSE']._serialized_start=680
-  _globals['_STARTSOURCERESPONSE']._serialized_end=744
-  _globals['_STOPSOURCEREQUEST']._serialized_start=746
-  _globals['_STOPSOURCEREQUEST']._serialized_end=784
-  _globals['_STOPSOURCERESPONSE']._serialized_start=786
-  _globals['_STOPSOURCERESPONSE']._serialized_end=849
-  _globals['_LISTSOURCESREQUEST']._serialized_start=851
-  _globals['_LISTSOURCESREQUEST']._serialized_end=871
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=873
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=938
-  _globals['_SOURCESTATUS']._serialized_start=941
-  _globals['_SOURCESTATUS']._serialized_end=1166
-  _globals['_INGEST']._serialized_start=1548
-  _globals['_INGEST']._serialized_end=1880
+  _globals['_SOURCESPEC']._serialized_start=494
+  _globals['_SOURCESPEC']._serialized_end=657
+  _globals['_SOURCEASSIGNMENT']._serialized_start=660
+  _globals['_SOURCEASSIGNMENT']._serialized_end=852
+  _globals['_STARTSOURCEREQUEST']._serialized_start=854
+  _globals['_STARTSOURCEREQUEST']._serialized_end=913
+  _globals['_STARTSOURCERESPONSE']._serialized_start=915
+  _globals['_STARTSOURCERESPONSE']._serialized_end=979
+  _globals['_STOPSOURCEREQUEST']._serialized_start=981
+  _globals['_STOPSOURCEREQUEST']._serialized_end=1019
+  _globals['_STOPSOURCERESPONSE']._serialized_start=1021
+  _globals['_STOPSOURCERESPONSE']._serialized_end=1084
+  _globals['_LISTSOURCESREQUEST']._serialized_start=1086
+  _globals['_LISTSOURCESREQUEST']._serialized_end=1126
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=1128
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=1193
+  _globals['_SOURCESTATUS']._serialized_start=1196
+  _globals['_SOURCESTATUS']._serialized_end=1450
+  _globals['_INGEST']._serialized_start=1947
+  _globals['_INGEST']._serialized_end=2279
 # @@protoc_insertion_point(module_scope)

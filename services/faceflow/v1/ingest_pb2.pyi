@@ -43,6 +43,34 @@ REJECT_REASON_BAD_STREAM_ID: RejectReason.ValueType  # 3
 REJECT_REASON_BACKPRESSURE: RejectReason.ValueType  # 4
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
+class _SourceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_MODE_UNSPECIFIED: _SourceMode.ValueType  # 0
+    """Decided when the source opens: a stream with a known duration (a file, an MP4 over HTTP,
+    HLS with EXT-X-ENDLIST) is finite; RTSP, RTMP, UDP, SRT, live HLS or no duration is live.
+    """
+    SOURCE_MODE_LIVE: _SourceMode.ValueType  # 1
+    """Reconnect on drops and on the end (a file given as live loops)."""
+    SOURCE_MODE_FINITE: _SourceMode.ValueType  # 2
+    """End once, at the end of the input."""
+
+class SourceMode(_SourceMode, metaclass=_SourceModeEnumTypeWrapper):
+    """Whether a source is live or finite."""
+
+SOURCE_MODE_UNSPECIFIED: SourceMode.ValueType  # 0
+"""Decided when the source opens: a stream with a known duration (a file, an MP4 over HTTP,
+HLS with EXT-X-ENDLIST) is finite; RTSP, RTMP, UDP, SRT, live HLS or no duration is live.
+"""
+SOURCE_MODE_LIVE: SourceMode.ValueType  # 1
+"""Reconnect on drops and on the end (a file given as live loops)."""
+SOURCE_MODE_FINITE: SourceMode.ValueType  # 2
+"""End once, at the end of the input."""
+Global___SourceMode: _TypeAlias = SourceMode  # noqa: Y015
+
 class _SourceState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -56,6 +84,8 @@ class _SourceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceSta
     SOURCE_STATE_ENDED: _SourceState.ValueType  # 4
     SOURCE_STATE_FAILED: _SourceState.ValueType  # 5
     SOURCE_STATE_STOPPED: _SourceState.ValueType  # 6
+    SOURCE_STATE_WAITING: _SourceState.ValueType  # 7
+    """Recorded but not running: its owner is at its max_sources cap, or no replica owns it now."""
 
 class SourceState(_SourceState, metaclass=_SourceStateEnumTypeWrapper):
     """Lifecycle of a source."""
@@ -67,6 +97,8 @@ SOURCE_STATE_RECONNECTING: SourceState.ValueType  # 3
 SOURCE_STATE_ENDED: SourceState.ValueType  # 4
 SOURCE_STATE_FAILED: SourceState.ValueType  # 5
 SOURCE_STATE_STOPPED: SourceState.ValueType  # 6
+SOURCE_STATE_WAITING: SourceState.ValueType  # 7
+"""Recorded but not running: its owner is at its max_sources cap, or no replica owns it now."""
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
 @_typing.final
@@ -181,6 +213,7 @@ class SourceSpec(_message.Message):
     MAX_SIDE_FIELD_NUMBER: _builtins.int
     JPEG_QUALITY_FIELD_NUMBER: _builtins.int
     FOLDER_FPS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     stream_id: _builtins.str
     uri: _builtins.str
     """File path, rtsp://, http(s):// (including HLS), or a folder of images."""
@@ -192,6 +225,8 @@ class SourceSpec(_message.Message):
     """JPEG quality 1..100; 0 means the default (85)."""
     folder_fps: _builtins.float
     """For an image folder: frames per second of its timeline."""
+    mode: Global___SourceMode.ValueType
+    """Live (reconnect and go on when it ends) or finite (end once); unset: decided by the container."""
     def __init__(
         self,
         *,
@@ -201,14 +236,56 @@ class SourceSpec(_message.Message):
         max_side: _builtins.int = ...,
         jpeg_quality: _builtins.int = ...,
         folder_fps: _builtins.float = ...,
+        mode: Global___SourceMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder_fps", b"folder_fps", "jpeg_quality", b"jpeg_quality", "max_side", b"max_side", "stream_id", b"stream_id", "target_fps", b"target_fps", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["folder_fps", b"folder_fps", "jpeg_quality", b"jpeg_quality", "max_side", b"max_side", "mode", b"mode", "stream_id", b"stream_id", "target_fps", b"target_fps", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SourceSpec: _TypeAlias = SourceSpec  # noqa: Y015
+
+@_typing.final
+class SourceAssignment(_message.Message):
+    """One record of the sources topic (faceflow.sources.v1, compacted; key = stream id, a tombstone
+    when the source is stopped). The URI is not redacted: the owner has to open it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    FINAL_STATE_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    WRITTEN_BY_FIELD_NUMBER: _builtins.int
+    WRITTEN_AT_FIELD_NUMBER: _builtins.int
+    final_state: Global___SourceState.ValueType
+    """UNSPECIFIED while the source is wanted; ENDED or FAILED once its owner saw it finish, so that
+    no other replica starts it again.
+    """
+    last_error: _builtins.str
+    written_by: _builtins.str
+    """The replica (its advertised address) that wrote this record."""
+    @_builtins.property
+    def spec(self) -> Global___SourceSpec: ...
+    @_builtins.property
+    def written_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___SourceSpec | None = ...,
+        final_state: Global___SourceState.ValueType = ...,
+        last_error: _builtins.str = ...,
+        written_by: _builtins.str = ...,
+        written_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "written_at", b"written_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final_state", b"final_state", "last_error", b"last_error", "spec", b"spec", "written_at", b"written_at", "written_by", b"written_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceAssignment: _TypeAlias = SourceAssignment  # noqa: Y015
 
 @_typing.final
 class StartSourceRequest(_message.Message):
@@ -293,12 +370,17 @@ Global___StopSourceResponse: _TypeAlias = StopSourceResponse  # noqa: Y015
 class ListSourcesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    LOCAL_ONLY_FIELD_NUMBER: _builtins.int
+    local_only: _builtins.bool
+    """Only the sources this replica runs (what replicas ask each other)."""
     def __init__(
         self,
+        *,
+        local_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["local_only", b"local_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,6 +420,8 @@ class SourceStatus(_message.Message):
     NEXT_SEQ_FIELD_NUMBER: _builtins.int
     RECONNECTS_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
     state: Global___SourceState.ValueType
     frames_decoded: _builtins.int
     frames_produced: _builtins.int
@@ -346,6 +430,12 @@ class SourceStatus(_message.Message):
     """Next seq this stream will use."""
     reconnects: _builtins.int
     last_error: _builtins.str
+    owner: _builtins.str
+    """The replica (its advertised gRPC address) that runs the source; empty without a sources
+    topic or while no replica owns it.
+    """
+    live: _builtins.bool
+    """Whether the source is live, as decided when it opened (false until then)."""
     @_builtins.property
     def spec(self) -> Global___SourceSpec: ...
     def __init__(
@@ -359,10 +449,12 @@ class SourceStatus(_message.Message):
         next_seq: _builtins.int = ...,
         reconnects: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        live: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames_decoded", b"frames_decoded", "frames_dropped", b"frames_dropped", "frames_produced", b"frames_produced", "last_error", b"last_error", "next_seq", b"next_seq", "reconnects", b"reconnects", "spec", b"spec", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames_decoded", b"frames_decoded", "frames_dropped", b"frames_dropped", "frames_produced", b"frames_produced", "last_error", b"last_error", "live", b"live", "next_seq", b"next_seq", "owner", b"owner", "reconnects", b"reconnects", "spec", b"spec", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,7 +72,8 @@ class IngestServicer(object):
 
     def StartSource(self, request, context):
         """Start pulling a source (file, RTSP/HTTP/HLS URL, image folder). ALREADY_EXISTS if the
-        stream id is taken, INVALID_ARGUMENT for a bad spec.
+        stream id is taken, INVALID_ARGUMENT for a bad spec. With a sources topic, any replica
+        takes the call: it records the source there and the replica that owns its partition runs it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +87,8 @@ class IngestServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListSources(self, request, context):
-        """Every source this ingest instance runs, with counters.
+        """Every source this ingest instance runs, with counters; with a sources topic, every source of
+        every replica, each with its owner.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,12 +40,15 @@ class IngestStub:
     """
     StartSource: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.StartSourceRequest, _ingest_pb2.StartSourceResponse]
     """Start pulling a source (file, RTSP/HTTP/HLS URL, image folder). ALREADY_EXISTS if the
-    stream id is taken, INVALID_ARGUMENT for a bad spec.
+    stream id is taken, INVALID_ARGUMENT for a bad spec. With a sources topic, any replica
+    takes the call: it records the source there and the replica that owns its partition runs it.
     """
     StopSource: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.StopSourceRequest, _ingest_pb2.StopSourceResponse]
     """Stop a source. NOT_FOUND for an unknown stream id."""
     ListSources: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListSourcesRequest, _ingest_pb2.ListSourcesResponse]
-    """Every source this ingest instance runs, with counters."""
+    """Every source this ingest instance runs, with counters; with a sources topic, every source of
+    every replica, each with its owner.
+    """
 
 @_typing.type_check_only
 class IngestAsyncStub(IngestStub):
@@ -59,12 +62,15 @@ class IngestAsyncStub(IngestStub):
     """
     StartSource: _aio.UnaryUnaryMultiCallable[_ingest_pb2.StartSourceRequest, _ingest_pb2.StartSourceResponse]  # type: ignore[assignment]
     """Start pulling a source (file, RTSP/HTTP/HLS URL, image folder). ALREADY_EXISTS if the
-    stream id is taken, INVALID_ARGUMENT for a bad spec.
+    stream id is taken, INVALID_ARGUMENT for a bad spec. With a sources topic, any replica
+    takes the call: it records the source there and the replica that owns its partition runs it.
     """
     StopSource: _aio.UnaryUnaryMultiCallable[_ingest_pb2.StopSourceRequest, _ingest_pb2.StopSourceResponse]  # type: ignore[assignment]
     """Stop a source. NOT_FOUND for an unknown stream id."""
     ListSources: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListSourcesRequest, _ingest_pb2.ListSourcesResponse]  # type: ignore[assignment]
-    """Every source this ingest instance runs, with counters."""
+    """Every source this ingest instance runs, with counters; with a sources topic, every source of
+    every replica, each with its owner.
+    """
 
 class IngestServicer(metaclass=_abc_1.ABCMeta):
     """Ingest: sources in, frames out to faceflow.frames.v1."""
@@ -87,7 +93,8 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.StartSourceResponse, _abc.Awaitable[_ingest_pb2.StartSourceResponse]]:
         """Start pulling a source (file, RTSP/HTTP/HLS URL, image folder). ALREADY_EXISTS if the
-        stream id is taken, INVALID_ARGUMENT for a bad spec.
+        stream id is taken, INVALID_ARGUMENT for a bad spec. With a sources topic, any replica
+        takes the call: it records the source there and the replica that owns its partition runs it.
         """
 
     @_abc_1.abstractmethod
@@ -104,6 +111,8 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         request: _ingest_pb2.ListSourcesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.ListSourcesResponse, _abc.Awaitable[_ingest_pb2.ListSourcesResponse]]:
-        """Every source this ingest instance runs, with counters."""
+        """Every source this ingest instance runs, with counters; with a sources topic, every source of
+        every replica, each with its owner.
+        """
 
 def add_IngestServicer_to_server(servicer: IngestServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
