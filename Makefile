@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.faceflow-installed
 PROTO_BASELINE := protos/releases/v0.1.0.binpb
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools consumer-jars demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-gpu
+.PHONY: help setup venv runtime-deps models tools consumer-jars demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-e2e bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -140,7 +140,11 @@ bench-pipeline: venv runtime-deps models
 	$(PIP) install --quiet --no-deps facenet-pytorch==2.6.0 requests
 	$(PY) bench/pipeline.py --quick
 
-bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities
+bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-e2e
+
+bench-e2e: venv runtime-deps models
+	@echo "==> end-to-end benchmark: faceflow run vs the same models in one process (bench/results/e2e.json)"
+	$(PY) bench/e2e.py --quick
 
 bench-analyzer: venv runtime-deps models
 	@echo "==> analyzer benchmark: frames/s topic to topic vs direct face_pipeline calls (bench/results/analyzer.json)"

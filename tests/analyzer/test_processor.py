@@ -201,3 +201,32 @@ def test_shot_start_seq_is_forwarded_by_every_schedule_and_on_end_of_stream() ->
         )
         assert [analysis(r).shot_start_seq for r in results] == [5, 5]
         assert analysis(results[1]).end_of_stream
+
+
+def test_adaptive_sends_face_analyze_only_the_frames_its_chosen_faces_are_on() -> None:
+    # a batch: a frame without faces, a new face, the same face again (skipped), another stream's
+    # new face; face_analyze gets the two frames with chosen faces, renumbered, and nothing else
+    proc, fake = processor("adaptive")
+    batch = [
+        record(frame("cam", 0, b"none-0"), 0),
+        record(frame("cam", 1, b"FACE-a"), 1),
+        record(frame("cam", 2, b"FACE-a"), 2),
+        record(frame("door", 0, b"FACE-b"), 3, key=b"door"),
+    ]
+    results = proc.process(batch)
+    assert [c for c in fake.calls if c[0] == "analyze"] == [("analyze", 2, 2)]
+    messages = [analysis(r) for r in results]
+    assert [[f.analyzed for f in m.faces] for m in messages] == [[], [True], [False], [True]]
+    # each analyzed face got its own frame's results (the fake's embedding follows the image bytes)
+    alone, _ = processor("adaptive")
+    for i, image, key in ((1, b"FACE-a", b"cam"), (3, b"FACE-b", b"door")):
+        stream = key.decode()
+        (expected,) = alone.process([record(frame(stream, 9, image), 9, key=key)])
+        assert messages[i].faces[0].embedding == analysis(expected).faces[0].embedding
+
+
+def test_adaptive_calls_no_face_analyze_when_no_face_is_chosen() -> None:
+    proc, fake = processor("adaptive")
+    results = proc.process([record(frame("cam", 0, b"none-0"), 0), record(frame("cam", 1, b"none-1"), 1)])
+    assert [c[0] for c in fake.calls] == ["detect"]
+    assert [len(analysis(r).faces) for r in results] == [0, 0]

@@ -5,11 +5,12 @@
 * :class:`ScheduledBackend` (``--schedule adaptive``, the default): ``face_detect`` on every frame,
   then the :class:`~faceflow.core.scheduling.Scheduler` picks the faces worth analyzing (new or
   returning, last analysis older than ``max_age_s``, or a clearly better shot) and one
-  ``face_analyze`` call analyzes exactly those. A skipped face is still reported, with the seq of
-  the analysis that stands for it. A frame whose ``shot_start_seq`` differs from its stream's
-  previous frame's starts a new shot (a hard cut): every face of it is analyzed. If the analysis
-  fails, the streams' scheduling state is dropped: the batch is retried and its faces are analyzed
-  again (extra work, never a wrong result).
+  ``face_analyze`` call analyzes exactly those, sending only the frames they are on (a frame
+  none of whose faces is chosen is neither sent nor decoded a second time). A skipped face is
+  still reported, with the seq of the analysis that stands for it. A frame whose
+  ``shot_start_seq`` differs from its stream's previous frame's starts a new shot (a hard cut):
+  every face of it is analyzed. If the analysis fails, the streams' scheduling state is dropped:
+  the batch is retried and its faces are analyzed again (extra work, never a wrong result).
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _share(detected: DetectedFaces, frame: int, rows: np.ndarray, seqs: np.ndarr
     return FrameFaces(
         status=detected.status(frame), faces=faces, analysis_rows=rows[faces], results_seq=seqs[faces]
     )
+
+
+def _frames_of(frame_index: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The batch's frames that ``frame_index`` names (ascending), and ``frame_index`` renumbered
+    into that list: what ``face_analyze`` needs, without the frames none of its faces are on."""
+    sent = np.unique(frame_index)
+    return [int(i) for i in sent], np.searchsorted(sent, frame_index).astype(np.int32)
 
 
 class PipelineBackend:
@@ -141,8 +149,14 @@ class ScheduledBackend:
         started = time.monotonic()
         try:
             index = np.asarray(chosen, dtype=np.intp)
-            analyses = self.client.analyze(
-                images, detected.frame_index[index], detected.boxes[index], detected.keypoints5[index]
+            # only the frames that hold a chosen face travel (and are decoded) a second time
+            sent, frame_index = _frames_of(detected.frame_index[index])
+            analyses = (
+                self.client.analyze(
+                    [images[i] for i in sent], frame_index, detected.boxes[index], detected.keypoints5[index]
+                )
+                if chosen
+                else FaceAnalyses.empty()
             )
         except Exception:
             self.forget({f.stream_id for f in frames})

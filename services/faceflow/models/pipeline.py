@@ -481,10 +481,9 @@ class FaceModelStage:
     def from_onnx(cls, path: Path, *, intra_op_threads: int = 0, max_batch: int = 16) -> FaceModelStage:
         import onnxruntime as ort  # noqa: PLC0415 - the adapter edge
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
+        from faceflow.models.threads import session_options  # noqa: PLC0415
+
+        options = session_options(intra_op_threads)  # threads sized for the cores, no spinning
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         logger.info("FaceXFormer ONNX %s loaded (max_batch=%d)", path, max_batch)
 

@@ -121,7 +121,7 @@ class BuildParameters:
     decode_min_side: int = DECODE_MIN_SIDE  # 0: every frame decoded at full size
     detect_batch_pixels: int = DETECT_BATCH_PIXELS
     face_model_max_batch: int = 16
-    cpu_threads: int = 0  # 0: onnxruntime's default
+    cpu_threads: int = 0  # 0: $FACEFLOW_CPU_THREADS, else the usable cores (faceflow.models.threads)
 
     @property
     def random_init(self) -> bool:
