@@ -18,19 +18,17 @@ import pytest
 from support_security import make_certificates
 
 from faceflow.aggregator.config import AggregatorConfig, AggregatorConfigError
-from faceflow.aggregator.routing import (
+from faceflow.aggregator.routing import ForwardError, Router, merge_streams
+from faceflow.errors import NotFound, PermissionDenied, Unavailable
+from faceflow.kafka.membership import GroupWatch, MembershipUnavailable, encode_user_data, key_partition
+from faceflow.service.peers import (
     FORWARDED,
-    ForwardError,
     PeerTransport,
-    Router,
     advertised_address,
     forward_metadata,
     is_forwarded,
-    merge_streams,
     peer_transport,
 )
-from faceflow.errors import NotFound, PermissionDenied, Unavailable
-from faceflow.kafka.membership import GroupWatch, MembershipUnavailable, encode_user_data, key_partition
 from faceflow.service.security import ClientSecurity, ServerSecurity
 from faceflow.v1 import aggregator_pb2, aggregator_pb2_grpc
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from faceflow.aggregator.routing import advertised_address
+from faceflow.service.peers import advertised_address
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDERED = ROOT / ".cache" / "k8s" / "rendered"

@@ -20,7 +20,7 @@ from faceflow.aggregator.config import AggregatorConfig
 from faceflow.aggregator.gallery import GallerySync
 from faceflow.aggregator.grpc_api import SERVICE_NAME, AggregatorServicer
 from faceflow.aggregator.processor import AggregatorProcessor
-from faceflow.aggregator.routing import Router, advertised_address, peer_transport_from_env
+from faceflow.aggregator.routing import Router
 from faceflow.aggregator.state import read_partition
 from faceflow.aggregator.subscriptions import Hub
 from faceflow.core.identity import Gallery, IdentityKind
@@ -30,6 +30,7 @@ from faceflow.kafka.membership import AdvertisingAssignor, GroupWatch
 from faceflow.service.consume import ConsumeLoop, LoopConfig
 from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding
 from faceflow.service.metrics import ServiceMetrics
+from faceflow.service.peers import advertised_address, peer_transport_from_env
 from faceflow.service.triton import FaceModels, TritonClient
 from faceflow.v1 import aggregator_pb2_grpc
 

@@ -158,7 +158,7 @@ class _IngestProcess:
     def start(self) -> None:
         import os  # noqa: PLC0415
 
-        from faceflow.aggregator.routing import advertised_address  # noqa: PLC0415
+        from faceflow.service.peers import advertised_address  # noqa: PLC0415
 
         self.service.start()
         try:

@@ -37,7 +37,6 @@ from typing import Any
 
 import grpc
 
-from faceflow.aggregator.routing import forward_metadata, is_forwarded, peer_transport_from_env
 from faceflow.ingest.assignments import Entry, SourceAssignments
 from faceflow.ingest.config import SourceConfig
 from faceflow.ingest.errors import IngestConfigError, client_text
@@ -45,6 +44,7 @@ from faceflow.ingest.push import PushTally
 from faceflow.ingest.runner import SourceSnapshot, SourceState
 from faceflow.ingest.service import IngestService
 from faceflow.service.grpc_server import GrpcServer, ServerSettings, ServiceBinding, trace_parent_of
+from faceflow.service.peers import forward_metadata, is_forwarded, peer_transport_from_env
 from faceflow.topics import FRAMES_MAX_MESSAGE_BYTES
 from faceflow.v1 import ingest_pb2, ingest_pb2_grpc
 
