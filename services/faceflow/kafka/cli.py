@@ -56,7 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _bootstrap(args: argparse.Namespace) -> str:
     from faceflow.errors import ConfigError  # noqa: PLC0415
-    from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV  # noqa: PLC0415
+    from faceflow.kafka.bootstrap import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV  # noqa: PLC0415
 
     bootstrap: str = args.bootstrap or os.environ.get(KAFKA_BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
     for part in bootstrap.split(","):

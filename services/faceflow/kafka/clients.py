@@ -26,7 +26,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from faceflow.errors import ConfigError
 from faceflow.kafka import compat
 from faceflow.kafka.headers import HeaderList
-from faceflow.service.security import env_setting, read_certificates, read_key_pair, read_secret_file
+from faceflow.secrets import env_setting, read_certificates, read_key_pair, read_secret_file
 from faceflow.topics import FRAMES_MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)

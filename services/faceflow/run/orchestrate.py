@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from faceflow import topics
-from faceflow.errors import ConfigError, FaceflowError
+from faceflow.errors import FaceflowError
 from faceflow.kafka import admin
 from faceflow.run.collect import Collector
 from faceflow.run.democlip import GroundTruth, GroundTruthError
@@ -545,14 +545,3 @@ class Run:
         if self.started_runtime and not self.options.keep_runtime:
             stack.down(quiet=True)
             self.say("   stopped the local runtime this run started (keep it with --keep-runtime)")
-
-
-def ground_truths(sources: Sequence[RunSource]) -> dict[str, GroundTruth]:
-    out = {}
-    for source in sources:
-        if source.ground_truth is not None:
-            try:
-                out[source.stream_id] = GroundTruth.load(source.ground_truth)
-            except ValueError as exc:
-                raise ConfigError(f"{source.ground_truth}: {exc}") from exc
-    return out

@@ -7,18 +7,21 @@ import logging
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from faceflow.errors import ConfigError
 from faceflow.run.collect import Collected
+from faceflow.run.democlip import GroundTruth
 from faceflow.run.report import write_report
 from faceflow.run.scoring import score_streams
 from faceflow.run.summary import format_summary, write_summary
 from faceflow.run.video import RANDOM_INIT_NOTE, AnnotatedVideoWriter
 
 if TYPE_CHECKING:
-    from faceflow.run.orchestrate import Run
+    from faceflow.run.orchestrate import Run, RunSource
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,6 @@ def _videos(run: Run, data: Collected, events: list[dict[str, Any]], random_init
 
 def write_outputs(run: Run, data: Collected, *, wall_seconds: float, interrupted: bool) -> dict[str, Any]:
     """Write every output of ``run`` into its folder and print the closing summary."""
-    from faceflow.run.orchestrate import ground_truths  # noqa: PLC0415 - avoid a cycle at import
 
     o = run.options
     with data.lock:
@@ -158,3 +160,19 @@ def write_outputs(run: Run, data: Collected, *, wall_seconds: float, interrupted
     shutil.rmtree(o.out_dir / ".frames", ignore_errors=True)
     run.say(format_summary(summary))
     return summary
+
+
+def ground_truths(sources: Sequence[RunSource]) -> dict[str, GroundTruth]:
+    """The ground truth of every source that has one, by stream id.
+
+    Raises:
+        ConfigError: a ground-truth file that does not load (the message names it).
+    """
+    out = {}
+    for source in sources:
+        if source.ground_truth is not None:
+            try:
+                out[source.stream_id] = GroundTruth.load(source.ground_truth)
+            except ValueError as exc:
+                raise ConfigError(f"{source.ground_truth}: {exc}") from exc
+    return out

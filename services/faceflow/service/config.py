@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any, Self
 
 from faceflow.errors import ConfigError
+from faceflow.kafka import bootstrap
 
-#: Mesh-wide variables (not prefixed): every service reads them.
-KAFKA_BOOTSTRAP_ENV = "FACEFLOW_KAFKA_BOOTSTRAP"
+#: Mesh-wide variables (not prefixed): every service reads them. The broker's pair lives in
+#: faceflow.kafka.bootstrap, a layer below, so that kafka/'s own CLI reads it too.
+KAFKA_BOOTSTRAP_ENV = bootstrap.KAFKA_BOOTSTRAP_ENV
 TRITON_URL_ENV = "FACEFLOW_TRITON_URL"
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_BOOTSTRAP = bootstrap.DEFAULT_BOOTSTRAP
 DEFAULT_TRITON_URL = "127.0.0.1:8001"
 
 _TRUE = {"1", "true", "yes", "on"}

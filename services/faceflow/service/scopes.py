@@ -24,23 +24,10 @@ from pathlib import Path
 from google.protobuf import descriptor_pool
 
 from faceflow.errors import ConfigError, ServiceStartError
+from faceflow.secrets import read_file_bytes
 
 #: Methods that answer without a token: Kubernetes probes and load balancers call them.
 EXEMPT_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
-
-
-def read_file_bytes(variable: str, path: Path) -> bytes:
-    """The bytes of ``path`` (named by ``variable``).
-
-    Raises:
-        ConfigError: one line naming the variable, the path and why it cannot be read.
-    """
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{variable}={path}: cannot read it: {exc.strerror or type(exc).__name__}"
-        ) from None
 
 
 def check_token(token: str | None) -> None:

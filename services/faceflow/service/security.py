@@ -45,8 +45,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
-import ssl
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,6 +55,15 @@ from typing import Any, NamedTuple
 import grpc
 
 from faceflow.errors import ConfigError, PermissionDenied, RequestError, Unauthenticated
+from faceflow.secrets import (  # noqa: F401 - env_setting and the readers are re-exported from here
+    CERTIFICATE_MARKER,
+    KEY_MARKERS,
+    env_setting,
+    read_certificates,
+    read_file_bytes,
+    read_key_pair,
+    read_secret_file,
+)
 
 # The tokens' side lives in scopes.py; names marked F401 are re-exported from here, where they were.
 from faceflow.service.scopes import (
@@ -71,7 +78,6 @@ from faceflow.service.scopes import (
     is_exempt,
     method_scopes,
     parse_tokens,  # noqa: F401
-    read_file_bytes,
     read_tokens_file,
 )
 
@@ -89,15 +95,6 @@ TLS_SERVER_NAME_ENV = "FACEFLOW_TLS_SERVER_NAME"
 AUTHORIZATION = "authorization"
 BEARER = "Bearer"
 
-_CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
-_KEY_MARKERS = (
-    b"-----BEGIN PRIVATE KEY-----",
-    b"-----BEGIN RSA PRIVATE KEY-----",
-    b"-----BEGIN EC PRIVATE KEY-----",
-)
-_ENCRYPTED_KEY_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
-
-
 # -- reading files named by variables ---------------------------------------------------------------
 
 
@@ -105,101 +102,6 @@ def _token_of(env: Mapping[str, str]) -> str | None:
     """The shared bearer token from ``FACEFLOW_AUTH_TOKEN_FILE`` (servers check it, clients send it)."""
     path = env_setting(env, AUTH_TOKEN_FILE_ENV)
     return None if path is None else read_secret_file(AUTH_TOKEN_FILE_ENV, Path(path).expanduser())
-
-
-def env_setting(env: Mapping[str, str], variable: str) -> str | None:
-    """The variable's value, or None when it is unset or blank."""
-    value = env.get(variable, "").strip()
-    return value or None
-
-
-def read_secret_file(variable: str, path: Path) -> str:
-    """The secret held in ``path`` (named by ``variable``), with one trailing newline stripped.
-
-    Raises:
-        ConfigError: the file cannot be read, is empty, is not UTF-8, or holds characters other
-            than visible ASCII (the message never shows the secret).
-    """
-    data = read_file_bytes(variable, path)
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
-    if not data:
-        raise ConfigError(f"{variable}={path}: expected a secret, got an empty file")
-    invalid = sum(1 for b in data if not 0x21 <= b <= 0x7E)
-    if invalid:
-        raise ConfigError(
-            f"{variable}={path}: expected one line of visible ASCII (no spaces), "
-            f"got {invalid} other byte(s) in {len(data)} (the secret is not shown)"
-        )
-    return data.decode("ascii")
-
-
-def read_certificates(variable: str, path: Path) -> bytes:
-    """PEM certificates from ``path``, checked to parse (a chain or a CA bundle).
-
-    Raises:
-        ConfigError: unreadable, no ``BEGIN CERTIFICATE`` block, or a block that does not parse.
-    """
-    data = read_file_bytes(variable, path)
-    if _CERTIFICATE_MARKER not in data:
-        raise ConfigError(
-            f"{variable}={path}: expected PEM certificates ({_CERTIFICATE_MARKER.decode()}), "
-            f"got none in {len(data)} bytes"
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        context.load_verify_locations(cadata=data.decode("ascii", errors="replace"))
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigError(
-            f"{variable}={path}: expected PEM certificates, got ones that do not parse ({_why(exc)})"
-        ) from None
-    return data
-
-
-def read_key_pair(
-    cert_variable: str, cert_path: Path, key_variable: str, key_path: Path
-) -> tuple[bytes, bytes]:
-    """A PEM certificate chain and its unencrypted private key, checked to belong together.
-
-    Raises:
-        ConfigError: either file is unreadable or not PEM, the key is encrypted, or the key is
-            not the certificate's.
-    """
-    chain = read_certificates(cert_variable, cert_path)
-    key = read_file_bytes(key_variable, key_path)
-    if any(marker in key for marker in _ENCRYPTED_KEY_MARKERS):
-        raise ConfigError(
-            f"{key_variable}={key_path}: expected an unencrypted PEM private key, got an encrypted one"
-        )
-    if not any(marker in key for marker in _KEY_MARKERS):
-        raise ConfigError(
-            f"{key_variable}={key_path}: expected a PEM private key (-----BEGIN PRIVATE KEY-----), "
-            f"got none in {len(key)} bytes"
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(cert_path, key_path, password=_no_password)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{key_variable}={key_path}: expected the private key of the certificate in "
-            f"{cert_variable}={cert_path}, got one that does not match or parse ({_why(exc)})"
-        ) from None
-    return chain, key
-
-
-def _no_password() -> bytes:
-    return b""  # never prompt on a terminal for an encrypted key (refused above anyway)
-
-
-def _why(exc: BaseException) -> str:
-    """OpenSSL's short reason (``KEY_VALUES_MISMATCH``), else its message without the source line."""
-    reason = getattr(exc, "reason", None)
-    if reason:
-        return str(reason)
-    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or type(exc).__name__
 
 
 def _pair_of(env: Mapping[str, str], first: str, second: str) -> tuple[Path, Path] | None:
@@ -242,9 +144,9 @@ class ServerSecurity:
     tokens: Sequence[TokenGrant] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
-        _check_pem("certificate_chain", self.certificate_chain, (_CERTIFICATE_MARKER,), "a certificate")
-        _check_pem("private_key", self.private_key, _KEY_MARKERS, "a private key")
-        _check_pem("client_ca", self.client_ca, (_CERTIFICATE_MARKER,), "a CA certificate")
+        _check_pem("certificate_chain", self.certificate_chain, (CERTIFICATE_MARKER,), "a certificate")
+        _check_pem("private_key", self.private_key, KEY_MARKERS, "a private key")
+        _check_pem("client_ca", self.client_ca, (CERTIFICATE_MARKER,), "a CA certificate")
         if (self.certificate_chain is None) != (self.private_key is None):
             given = "certificate_chain" if self.certificate_chain is not None else "private_key"
             raise ConfigError(
@@ -544,9 +446,9 @@ class ClientSecurity:
     server_name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_pem("root_certificates", self.root_certificates, (_CERTIFICATE_MARKER,), "a CA certificate")
-        _check_pem("certificate_chain", self.certificate_chain, (_CERTIFICATE_MARKER,), "a certificate")
-        _check_pem("private_key", self.private_key, _KEY_MARKERS, "a private key")
+        _check_pem("root_certificates", self.root_certificates, (CERTIFICATE_MARKER,), "a CA certificate")
+        _check_pem("certificate_chain", self.certificate_chain, (CERTIFICATE_MARKER,), "a certificate")
+        _check_pem("private_key", self.private_key, KEY_MARKERS, "a private key")
         if (self.certificate_chain is None) != (self.private_key is None):
             given = "certificate_chain" if self.certificate_chain is not None else "private_key"
             raise ConfigError(
