@@ -101,6 +101,24 @@ class Result:
     token: Any = None
 
 
+@dataclass
+class _Held:
+    """A result with held-back outputs (:attr:`OutRecord.after`), queued when it was produced.
+
+    ``epochs``: the assignment epoch of each ``after`` partition then (an output whose partition
+    was revoked since, even if assigned back, is dropped). ``ready``: the result's first outputs
+    are acknowledged (set on the producer's thread).
+    """
+
+    result: Result
+    outputs: tuple[OutRecord, ...]
+    epochs: dict[int, int]
+    ready: bool = False
+
+    def mark_ready(self) -> None:
+        self.ready = True
+
+
 class Processor(Protocol):
     """What a service plugs into the loop."""
 
@@ -249,8 +267,11 @@ class ConsumeLoop:
         self._oldest_s: float | None = None
         self._batches: deque[_Batch] = deque()
         self._delivered_queue: deque[Result] = deque()
-        #: Results whose first outputs are acknowledged and whose held-back (``after``) outputs wait.
-        self._held: deque[tuple[Result, tuple[OutRecord, ...]]] = deque()
+        #: Results with held-back (``after``) outputs, in the order they were produced.
+        self._held: deque[_Held] = deque()
+        #: Outputs sent and not yet acknowledged (or failed).
+        self._sends = 0
+        self._sends_lock = threading.Lock()
         self._last_polled: dict[TopicPartition, int] = {}
         self._grace_s = 10.0
         self._stop = threading.Event()
@@ -482,31 +503,39 @@ class ConsumeLoop:
             self.tracker.done(record.tp, record.offset)
             self.processor.delivered([result])
             return
-        if not first:
-            self._held.append((result, held))
+        if not held:
+            self._send_all(first, functools.partial(self._finished, result))
             return
-
-        def then() -> None:
-            if held:
-                self._held.append((result, held))  # released by the loop thread (_release_held)
-            else:
-                self._finished(result)
-
-        self._send_all(first, then)
+        # Queued now, in production order, even before its first outputs are acknowledged: the
+        # release keeps that order per target partition (a later checkpoint of a stream never goes
+        # out before an earlier one of the same partition and overwrites it in a compacted topic).
+        epochs = {
+            p: self._epoch(TopicPartition(record.topic, p)) for p in {o.after[0] for o in held if o.after}
+        }
+        entry = _Held(result, held, epochs, ready=not first)
+        self._held.append(entry)
+        if first:
+            self._send_all(first, entry.mark_ready)
 
     def _send_all(self, outputs: Sequence[OutRecord], then: Callable[[], None]) -> None:
         """Send ``outputs``; call ``then`` (on the producer's thread) once every one is acknowledged."""
         remaining = [len(outputs)]
         lock = threading.Lock()
+        with self._sends_lock:
+            self._sends += len(outputs)
 
         def acked(_: Any) -> None:
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
+            with self._sends_lock:
+                self._sends -= 1
             if last:
                 then()
 
         def failed(exc: BaseException) -> None:
+            with self._sends_lock:
+                self._sends -= 1
             self._delivery_error = f"{type(exc).__name__}: {exc}"
 
         for out in outputs:
@@ -527,42 +556,71 @@ class ConsumeLoop:
         self.tracker.done(result.record.tp, result.record.offset)
         self._delivered_queue.append(result)
 
-    def _release_held(self) -> None:
-        """Send held-back outputs whose inputs are done (see :attr:`OutRecord.after`), in order.
+    def _epoch(self, tp: TopicPartition) -> int:
+        with self._lock:
+            return self._epochs.get(tp, 0)
 
-        A result whose record left this member (revoked), or whose ``after`` partition is no longer
-        tracked here, is dropped unsent: what it would have covered is replayed by the next owner.
+    def _release_held(self) -> bool:
+        """Send held-back outputs whose inputs are done (see :attr:`OutRecord.after`). Returns
+        whether anything moved (sent or dropped).
+
+        Each output is judged by its own ``after`` partition. One that left this member since the
+        output was made (revoked; reassigned counts as left), or the result's own partition when its
+        record is no longer current, is dropped unsent: the next owner replays what it would have
+        covered. The others wait until every input below their offset is done (the result's own
+        record apart) and the result's first outputs are acknowledged. Entries are released in the
+        order they were produced, per target partition: one that waits holds back every later one
+        writing to the same partition. A result whose outputs are all sent or dropped is finished.
         """
-        kept: deque[tuple[Result, tuple[OutRecord, ...]]] = deque()
+        moved = False
+        kept: deque[_Held] = deque()
+        blocked: set[tuple[str, int | None]] = set()
         while self._held:
-            result, held = self._held.popleft()
-            record = result.record
-            if not self._current(record):
-                continue
-            ready = True
-            dropped = False
-            for out in held:
+            entry = self._held.popleft()
+            record = entry.result.record
+            current = self._current(record)
+            live = []
+            for out in entry.outputs:
                 assert out.after is not None
                 partition, offset = out.after
-                undone = self.tracker.undone_below(TopicPartition(record.topic, partition), offset)
-                if undone is None:
-                    dropped = True
-                elif any(o != record.offset or partition != record.partition for o in undone):
-                    ready = False  # the result's own record is the one undone offset it may pass
-            if dropped:
-                logger.info(
-                    "%s: held outputs of %s/%d@%d dropped: their input partition left this member",
-                    self.config.service,
-                    record.topic,
-                    record.partition,
-                    record.offset,
+                tp = TopicPartition(record.topic, partition)
+                gone = (partition == record.partition and not current) or (
+                    self._epoch(tp) != entry.epochs[partition]
+                    or self.tracker.undone_below(tp, offset) is None
                 )
+                if gone:
+                    logger.info(
+                        "%s: a held output for %s/%d (of %s/%d@%d) dropped: the partition left this member",
+                        self.config.service,
+                        out.topic,
+                        out.partition if out.partition is not None else -1,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                    )
+                    moved = True
+                else:
+                    live.append(out)
+            entry.outputs = tuple(live)
+            targets = {(o.topic, o.partition) for o in live}
+            if not entry.ready or targets & blocked or not all(self._inputs_done(record, o) for o in live):
+                blocked |= targets
+                kept.append(entry)
                 continue
-            if ready:
-                self._send_all(held, functools.partial(self._finished, result))
+            moved = True
+            if live:
+                self._send_all(live, functools.partial(self._finished, entry.result))
             else:
-                kept.append((result, held))
-        self._held.extendleft(reversed(kept))
+                self._finished(entry.result)
+        self._held.extend(kept)
+        return moved
+
+    def _inputs_done(self, record: InRecord, out: OutRecord) -> bool:
+        """Every input of ``out.after``'s partition below its offset is done, ``record`` apart."""
+        assert out.after is not None
+        partition, offset = out.after
+        undone = self.tracker.undone_below(TopicPartition(record.topic, partition), offset) or []
+        return all(o == record.offset and partition == record.partition for o in undone)
 
     def _dlq_record(self, record: InRecord, reason: str) -> OutRecord:
         headers = [
@@ -694,11 +752,12 @@ class ConsumeLoop:
         while True:
             remaining = max(0.0, deadline - time.monotonic())
             self.producer.flush(timeout=max(1.0, remaining))
-            waiting = len(self._held)
-            self._release_held()
-            if not self._held or (len(self._held) == waiting and time.monotonic() >= deadline):
-                break
-            if len(self._held) == waiting:
+            moved = self._release_held()
+            with self._sends_lock:
+                sending = self._sends
+            if not self._held or time.monotonic() >= deadline or (not moved and not sending):
+                break  # done, out of time, or stuck: nothing in flight can unblock what is held
+            if not moved:
                 time.sleep(0.02)
         self.producer.flush(timeout=max(1.0, deadline - time.monotonic()))
         if self._held:
