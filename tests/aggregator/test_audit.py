@@ -350,3 +350,26 @@ def test_an_erasure_record_does_not_repeat_the_name_and_the_audit_topic_is_not_t
     assert topics.IDENTITIES_AUDIT.configs["cleanup.policy"] == "delete"
     assert int(topics.IDENTITIES_AUDIT.configs["retention.ms"]) == 365 * topics.DAY_MS
     assert topics.IDENTITIES_AUDIT in topics.ALL_TOPICS
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("with_tokens")
+def test_a_forget_by_name_keeps_no_name_in_the_audit(
+    kafka_bootstrap: str, triton_url: str, unique_name: str, mesh: tuple[AggTopics, str]
+) -> None:
+    t, audit = mesh
+    cfg = config(kafka_bootstrap, triton_url, t, unique_name, audit_topic=audit)
+    with aggregator(cfg) as service:
+        channel, alice = stub_for(service, ClientSecurity(token=ALICE))
+        with channel:
+            alice.EnrollIdentity(
+                aggregator_pb2.EnrollIdentityRequest(name="Zoltan Kovacs", images=PHOTOS), timeout=TIMEOUT
+            )
+            alice.ForgetIdentity(
+                aggregator_pb2.ForgetIdentityRequest(identity="Zoltan Kovacs"), timeout=TIMEOUT
+            )
+    enrol, forget = raw_records(kafka_bootstrap, audit)
+    assert forget.record.action == identity_pb2.IDENTITY_AUDIT_ACTION_FORGET
+    assert forget.record.requested == "(by name)" and forget.record.name == ""
+    assert b"Zoltan" not in forget.value  # the erasure's record keeps no trace of the name
+    assert enrol.record.name == "Zoltan Kovacs"

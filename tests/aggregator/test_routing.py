@@ -149,13 +149,22 @@ def test_an_owner_that_cannot_be_found_is_unavailable(answer: Any, message: str)
 
 
 def test_a_forwarded_call_is_answered_here_never_forwarded_again() -> None:
-    describe = Describe(description(("m-b", "b:1", [0, 1, 2, 3])))
-    r = router(describe, owned=set())
+    describe = Describe(description(("m-b", "b:1", [0, 1, 3])))  # stale: it names another owner
+    r = router(describe, owned={2})
     context = Context([("authorization", "Bearer x"), (FORWARDED, "a:1")])
     answer = r.forward("GetStream", stream_in(2), aggregator_pb2.GetStreamRequest(), context)
     assert answer is None and describe.calls == 0 and r.stats.forwarded_in == 1
     assert r.peer_streams(aggregator_pb2.ListStreamsRequest(), context) == []
     assert r.stats.forwarded_in == 2 and r.stats.forwarded_out == 0
+
+
+def test_a_forwarded_call_for_a_partition_that_moved_away_is_unavailable_not_not_found() -> None:
+    # The origin forwarded from a stale membership: UNAVAILABLE makes it refresh and retry, where
+    # answering here would give NOT_FOUND for a stream that exists on its new owner.
+    r = router(Describe(MembershipUnavailable("must not be asked")), owned={0, 1})
+    context = Context([(FORWARDED, "a:1")])
+    with pytest.raises(Unavailable, match=r"partition 2 is no longer owned by the replica at"):
+        r.forward("GetStream", stream_in(2), aggregator_pb2.GetStreamRequest(), context)
 
 
 # -- metadata, merge, address, transport ---------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The aggregator's manifests let any replica answer for any stream: each pod advertises its own IP
-(the downward API) to the consumer group, and with TLS on (prod) a replica can verify the others,
-reached by pod IP, as the Service name in the shared certificate."""
+"""The manifests let replicas reach each other: each aggregator and ingest pod advertises its own IP
+(the downward API) to its consumer group, and with TLS on (prod) a replica can verify the others,
+reached by pod IP, as the Service name in the shared certificate (the aggregator forwards calls
+for other replicas' streams; ingest's ListSources asks the other replicas)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ OVERLAYS = ("dev", "prod", "prod-canary")
 
 
 @pytest.fixture(scope="module")
-def aggregators() -> dict[str, dict[str, Any]]:
-    """The aggregator container of each rendered overlay."""
+def containers() -> dict[tuple[str, str], dict[str, Any]]:
+    """The container of the aggregator and of ingest, by (overlay, deployment), as rendered."""
     result = subprocess.run(
         ["bash", str(ROOT / "k8s" / "check.sh"), "--render-only"],
         capture_output=True,
@@ -32,11 +33,15 @@ def aggregators() -> dict[str, dict[str, Any]]:
     out = {}
     for overlay in OVERLAYS:
         docs = [d for d in yaml.safe_load_all((RENDERED / f"{overlay}.yaml").read_text()) if d]
-        (deployment,) = [
-            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "faceflow-aggregator"
-        ]
-        out[overlay] = deployment["spec"]["template"]["spec"]["containers"][0]
+        for name in ("faceflow-aggregator", "faceflow-ingest"):
+            (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+            out[overlay, name] = deployment["spec"]["template"]["spec"]["containers"][0]
     return out
+
+
+@pytest.fixture(scope="module")
+def aggregators(containers: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {overlay: containers[overlay, "faceflow-aggregator"] for overlay in OVERLAYS}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -60,3 +65,17 @@ def test_with_tls_a_replica_verifies_the_others_as_the_service_name(
     assert env["FACEFLOW_TLS_CERT_FILE"] == f"{mounts['grpc-tls']}/tls.crt"
     assert env["FACEFLOW_TLS_CA_FILE"] == f"{mounts['grpc-tls']}/ca.crt"
     assert env["FACEFLOW_TLS_SERVER_NAME"] == "faceflow-aggregator"
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-canary"])
+def test_with_tls_an_ingest_replica_verifies_the_others_as_the_service_name(
+    containers: dict[tuple[str, str], dict[str, Any]], overlay: str
+) -> None:
+    container = containers[overlay, "faceflow-ingest"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["FACEFLOW_TLS_CA_FILE"] == f"{mounts['grpc-tls']}/ca.crt"
+    assert env["FACEFLOW_TLS_SERVER_NAME"] == "faceflow-ingest"
+    assert {e["name"]: e for e in container["env"]}["POD_IP"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "status.podIP"}
+    }

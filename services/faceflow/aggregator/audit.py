@@ -108,7 +108,8 @@ def audit_record(
     time_ns: int | None = None,
 ) -> identity_pb2.IdentityAudit:
     """One audit record. ``name`` is the identity's name after the change (left out for FORGET);
-    ``photos`` how many photos an enrolment used; ``requested`` what a FORGET asked for.
+    ``photos`` how many photos an enrolment used; ``requested`` what a FORGET asked for: the id,
+    or ``(by name)`` (never the name itself).
 
     Raises:
         ValueError: no identity id, or a name given with FORGET.

@@ -186,6 +186,14 @@ class Router:
         if is_forwarded(metadata):
             with self._lock:
                 self.stats.forwarded_in += 1
+            partition = self.partition_of(stream_id)
+            if partition not in self.owned():
+                # The origin's membership is stale (a rebalance moved the partition): UNAVAILABLE
+                # makes it refresh and retry on the new owner, where NOT_FOUND would be final.
+                raise Unavailable(
+                    f"stream {stream_id!r}: partition {partition} is no longer owned by the replica at "
+                    f"{self.address()}; the forwarding replica refreshes the membership and retries"
+                )
             return None
         owner = self.owner(stream_id)
         if owner is None:

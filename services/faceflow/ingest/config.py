@@ -26,7 +26,13 @@ from faceflow.ingest.errors import IngestConfigError, client_text
 from faceflow.ingest.policy import DEFAULT_FILE_ROOTS, DEFAULT_HOSTS, DEFAULT_SCHEMES, SourcePolicy
 from faceflow.ingest.sources_file import load_sources_file
 from faceflow.ingest.uris import URL_SCHEMES, is_supported_scheme, redact_uri, url_scheme
-from faceflow.service.config import DEFAULT_BOOTSTRAP, KAFKA_BOOTSTRAP_ENV, ConfigMixin, load_env
+from faceflow.service.config import (
+    DEFAULT_BOOTSTRAP,
+    KAFKA_BOOTSTRAP_ENV,
+    MIN_SESSION_TIMEOUT_MS,
+    ConfigMixin,
+    load_env,
+)
 from faceflow.streams import validate_stream_id
 from faceflow.topics import FRAMES, FRAMES_MAX_MESSAGE_BYTES
 from faceflow.v1 import ingest_pb2
@@ -311,7 +317,9 @@ class IngestConfig(ConfigMixin):
             )
         if self.sources_topic and not self.sources_group:
             raise IngestConfigError("sources_group: expected a consumer group name, got ''")
-        check_int("session_timeout_ms", self.session_timeout_ms, minimum=1000)
+        check_int(
+            "session_timeout_ms", self.session_timeout_ms, minimum=MIN_SESSION_TIMEOUT_MS
+        )  # the broker's floor
         check_int("max_sources", self.max_sources, minimum=1)
         self.source_policy()
         seen: set[str] = set()

@@ -107,7 +107,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     def __init__(self, service: IngestService) -> None:
         self.service = service
         self._stubs: dict[str, ingest_pb2_grpc.IngestStub] = {}
-        self._channels: list[grpc.Channel] = []
+        self._channels: dict[str, grpc.Channel] = {}
         self._stubs_lock = threading.Lock()
 
     def PushFrames(self, request_iterator: Any, context: Any) -> ingest_pb2.PushFramesResponse:
@@ -151,14 +151,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         reports: dict[str, dict[str, ingest_pb2.SourceStatus]] = {}
         failures: dict[str, str] = {}
         metadata = forward_metadata(context.invocation_metadata(), origin=me)
-        for address in sorted({owners.get(e.partition, "") for e in entries} - {"", me}):
+        calls = {  # every peer at once: N silent peers cost one timeout, not N
+            address: self._stub(address).ListSources.future(
+                ingest_pb2.ListSourcesRequest(local_only=True), timeout=PEER_TIMEOUT_S, metadata=metadata
+            )
+            for address in sorted({owners.get(e.partition, "") for e in entries} - {"", me})
+        }
+        for address, call in calls.items():
             try:
-                reply = self._stub(address).ListSources(
-                    ingest_pb2.ListSourcesRequest(local_only=True), timeout=PEER_TIMEOUT_S, metadata=metadata
-                )
+                reply = call.result()
             except grpc.RpcError as exc:
                 failures[address] = f"{exc.code().name}: {exc.details()}"
                 logger.warning("ListSources: replica %s did not answer: %s", address, failures[address])
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self._drop(address)  # a pod that went away: its IP may never come back
                 continue
             reports[address] = {s.spec.stream_id: s for s in reply.sources}
         out = []
@@ -182,15 +188,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         with self._stubs_lock:
             stub = self._stubs.get(address)
             if stub is None:
-                channel = peer_transport_from_env().channel(address)
-                self._channels.append(channel)
+                channel = self._channels[address] = peer_transport_from_env().channel(address)
                 stub = self._stubs[address] = ingest_pb2_grpc.IngestStub(channel)
             return stub
+
+    def _drop(self, address: str) -> None:
+        """Close the channel to a replica that did not answer (the next call opens a new one)."""
+        with self._stubs_lock:
+            self._stubs.pop(address, None)
+            channel = self._channels.pop(address, None)
+        if channel is not None:
+            channel.close()
 
     def close(self) -> None:
         """Close the channels to other replicas."""
         with self._stubs_lock:
-            for channel in self._channels:
+            for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
             self._stubs.clear()

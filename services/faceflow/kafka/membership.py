@@ -202,6 +202,7 @@ class GroupWatch:
         self._clock = clock
         self._close = close
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._snapshot: Membership | None = None
         self._taken = float("-inf")
 
@@ -261,11 +262,13 @@ class GroupWatch:
         Raises:
             MembershipUnavailable: the broker did not describe the group.
         """
-        with self._lock:
-            if self._snapshot is not None and self._clock() - self._taken < self.min_gap_s:
-                return self._snapshot
+        with self._refreshing:  # one DescribeGroups at a time; get() on a fresh snapshot never waits
+            with self._lock:
+                if self._snapshot is not None and self._clock() - self._taken < self.min_gap_s:
+                    return self._snapshot  # another caller refreshed it meanwhile
             snapshot = Membership.from_description(self.group, self._describe(), self.topic)
-            self._snapshot, self._taken = snapshot, self._clock()
+            with self._lock:
+                self._snapshot, self._taken = snapshot, self._clock()
             logger.debug(
                 "group %s (%s): %s",
                 self.group,
