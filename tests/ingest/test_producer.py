@@ -97,6 +97,24 @@ def test_sink_round_trip(kafka_bootstrap: str, unique_name: str) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("delivery_timeout_s", [1.0, 5.0, 29.0])
+def test_a_delivery_timeout_under_30_s_starts_and_delivers(
+    kafka_bootstrap: str, unique_name: str, delivery_timeout_s: float
+) -> None:
+    # It used to be refused by kafka-python (delivery < linger + request timeout), reported as
+    # "cannot reach the Kafka broker".
+    topic = create_frames_topic(kafka_bootstrap, unique_name)
+    sink = KafkaFrameSink(kafka_bootstrap, topic, IngestMetrics(), delivery_timeout_s=delivery_timeout_s)
+    deliveries: list[Delivery] = []
+    try:
+        sink.send(frame(0), source_uri="/clip.mp4", on_delivery=deliveries.append)
+        assert sink.flush(30)
+    finally:
+        sink.close(10)
+    assert [d.ok for d in deliveries] == [True]
+
+
+@pytest.mark.integration
 def test_missing_topic_and_unreachable_broker_are_clear_errors(
     kafka_bootstrap: str, closed_port: int
 ) -> None:

@@ -195,7 +195,9 @@ class KafkaFrameSink:
         self._metrics = metrics
         self._block_s = produce_block_s
         self._window = _InFlightWindow(max_in_flight_bytes)
-        request_timeout_ms = min(30_000, int(delivery_timeout_s * 1000) - 1)
+        # kafka-python refuses delivery_timeout_ms < linger_ms + request_timeout_ms (a KafkaError that
+        # would read as "cannot reach the broker"), so a short delivery timeout shortens the request's.
+        request_timeout_ms = max(1, min(30_000, int(delivery_timeout_s * 1000) - linger_ms - 1))
         settings: dict[str, Any] = {
             "max_block_ms": int(produce_block_s * 1000),
             "delivery_timeout_ms": int(delivery_timeout_s * 1000),
