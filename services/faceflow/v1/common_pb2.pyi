@@ -139,7 +139,7 @@ class ModelInfo(_message.Message):
     random_init: _builtins.bool
     """True when the weights are random: every result from this model is meaningless."""
     variant: _builtins.str
-    """Architecture detail, e.g. "swin_b"."""
+    """Architecture detail, e.g. "swin_b", or "swin_b-int8" for the int8 FaceXFormer."""
     def __init__(
         self,
         *,
