@@ -4,16 +4,16 @@ The collector is tools/otelcol: the OTLP receiver and the debug exporter, built 
 (tools/otelcol/build.sh) into .cache/bin/otelcol-faceflow. A test starts it on a free port with a
 config file of its own; the debug exporter (``verbosity: detailed``, ``use_internal_logger:
 false``) prints every span it receives to the collector's stdout, which :func:`parse_spans` reads
-back. Tests never build it: a build needs the Go module proxy, and tests use no network.
+back from the collector's log (run as :class:`~faceflow.run.orchestrate.ServiceProcess` runs a
+mesh service: stdout and stderr in one file, SIGTERM then SIGKILL to stop). Tests never build it:
+a build needs the Go module proxy, and tests use no network.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from faceflow.run.orchestrate import ServiceProcess
 from faceflow.runtime.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,12 +84,14 @@ class OtelCollector:
         self.port = free_port()
         self.config = workdir / "otelcol.yaml"
         self.config.write_text(json.dumps(collector_config(self.port), indent=1) + "\n")  # JSON is YAML
-        self.stdout = workdir / "otelcol.stdout"
-        self.stderr = workdir / "otelcol.stderr"
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [str(collector_binary()), "--config", str(self.config)], stdout=out, stderr=err
-            )
+        # one log of stdout (the debug exporter's spans) and stderr (its own log lines, which
+        # parse_spans passes over): a mesh service's process, started and stopped the same way
+        self.process = ServiceProcess(
+            "otelcol",
+            [str(collector_binary()), "--config", str(self.config)],
+            workdir / "otelcol.log",
+            dict(os.environ),
+        )
 
     @property
     def endpoint(self) -> str:
@@ -96,32 +99,14 @@ class OtelCollector:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while READY_LINE not in self.stderr.read_text(errors="replace"):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the collector exited with {self.proc.returncode}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the collector was not ready within {timeout_s:.0f} s: {self.log_tail()}"
-                )
-            time.sleep(0.1)
+        self.process.wait_for(re.escape(READY_LINE), timeout_s)
 
     def spans(self) -> list[ReceivedSpan]:
-        return parse_spans(self.stdout.read_text(errors="replace"))
+        return parse_spans(self.process.text())
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then wait: the debug exporter has printed every span it acknowledged."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return int(self.proc.returncode or 0)
-
-    def log_tail(self, chars: int = 2000) -> str:
-        return self.stderr.read_text(errors="replace")[-chars:]
+        return self.process.stop(timeout_s)
 
 
 @contextmanager

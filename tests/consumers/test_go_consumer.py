@@ -1,7 +1,7 @@
 """A consumer that is not Python reads the faces topic: Go, with the published descriptor set only.
 
 ``tests/consumers/go/main.go`` (franz-go and google.golang.org/protobuf; built by
-``tests/consumers/go/build.sh``, see tests/support_go_consumer.py) reads real records from the real
+``tests/consumers/go/build.sh``, see tests/support_consumers.py) reads real records from the real
 broker, written by faceflow's own producer (lz4-compressed batches), decodes them with ``dynamicpb``
 from the FileDescriptorSet ``faceflow schema`` writes, and prints them with ``protojson``. Parsed,
 its JSON must equal what Python's ``json_format`` makes of the same event, field for field. Its
@@ -24,22 +24,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import support_go_consumer
+import support_consumers
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
-from support_go_consumer import ensure_go_consumer, run_go_consumer
+from support_consumers import (
+    BAD_ARGUMENTS,
+    BASE_ARGS,
+    FACE_EVENT,
+    U64_MAX,
+    assert_each_record_read,
+    assert_one_error_line,
+    assert_too_few_records_time_out,
+    descriptor_set,
+    ensure_go_consumer,
+    expected_json,
+    faces_records,
+    printed_lines,
+    produce,
+    run_go_consumer,
+)
 
-from faceflow import schema, topics
-from faceflow.kafka import admin, json_mirror
-from faceflow.kafka.clients import make_producer
-from faceflow.kafka.headers import HeaderList, TraceParent, message_headers
+from faceflow.kafka import json_mirror
+from faceflow.kafka.headers import HeaderList
 from faceflow.v1 import face_event_pb2
 
 pytestmark = pytest.mark.integration
 
-FACE_EVENT = "faceflow.v1.FaceEvent"
 FD = descriptor.FieldDescriptor
-U64_MAX = 2**64 - 1
 #: Not exact as a double: proto3 JSON writes 64-bit integers as strings, in both runtimes.
 BEYOND_DOUBLE = 2**53 + 1
 #: The values well-known types get in turn (their JSON forms; fractions of 0, 3 and 9 digits).
@@ -144,37 +155,8 @@ def events() -> list[face_event_pb2.FaceEvent]:
     return [every_field_set(), sparse]
 
 
-def expected_json(event: face_event_pb2.FaceEvent) -> Any:
-    return json.loads(json_format.MessageToJson(event, always_print_fields_with_no_presence=True))
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, HeaderList]]) -> None:
-    admin.ensure_topics(bootstrap, [topics.FACES.renamed(topic)])
-    # The services' producer settings (lz4-compressed batches, idempotent): the consumer must read them.
-    producer = make_producer(bootstrap, client_id="test-go-consumer")
-    for key, value, headers in records:
-        producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
-    producer.close()
-
-
-def faces_records() -> list[tuple[face_event_pb2.FaceEvent, HeaderList]]:
-    return [(e, message_headers(FACE_EVENT, TraceParent.new())) for e in events()]
-
-
-def consume(*args: str) -> tuple[str, list[dict[str, Any]]]:
-    out = run_go_consumer(args)
-    assert out.returncode == 0, out.stderr
-    return out.stdout, [json.loads(line) for line in out.stdout.splitlines()]
-
-
-def by_seq(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Lines keyed by the event's seq (records of a topic with several partitions come in any order)."""
-    return {line["value"]["seq"]: line for line in lines}
-
-
-def descriptor_set(tmp_path: Path) -> str:
-    schema.write(tmp_path / "schema")
-    return str(tmp_path / "schema" / schema.DESCRIPTOR_SET_NAME)
+def send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, HeaderList]]) -> None:
+    produce(bootstrap, topic, records, client_id="test-go-consumer")
 
 
 def test_the_full_event_sets_every_field() -> None:
@@ -185,24 +167,21 @@ def test_go_decodes_real_faces_records_to_the_json_python_makes(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
     topic = f"{unique_name}.faces"
-    sent = faces_records()
-    produce(kafka_bootstrap, topic, [(e.stream_id.encode(), e.SerializeToString(), h) for e, h in sent])
+    sent = faces_records(events())
+    send(kafka_bootstrap, topic, [(e.stream_id.encode(), e.SerializeToString(), h) for e, h in sent])
 
-    stdout, lines = consume(
-        "--bootstrap", kafka_bootstrap,
-        "--topic", topic,
-        "--descriptor-set", descriptor_set(tmp_path),
-        "--message", FACE_EVENT,
-        "--count", str(len(sent)),
+    out = run_go_consumer(
+        [
+            "--bootstrap", kafka_bootstrap,
+            "--topic", topic,
+            "--descriptor-set", descriptor_set(tmp_path),
+            "--message", FACE_EVENT,
+            "--count", str(len(sent)),
+        ]
     )  # fmt: skip
 
-    got = by_seq(lines)
-    assert len(lines) == len(sent) == len(got)
-    for event, headers in sent:
-        line = got[str(event.seq)]
-        assert line["value"] == expected_json(event)
-        assert line["key"] == event.stream_id
-        assert line["headers"] == {name: value.decode() for name, value in headers}
+    got = assert_each_record_read(printed_lines(out), sent, expected_json)
+    stdout = out.stdout
     full_event = sent[0][0]
     full = got[str(full_event.seq)]["value"]
     # What each runtime prints, spelled out (equal in both): 64-bit integers as strings, unsigned
@@ -225,18 +204,14 @@ def test_go_decodes_real_faces_records_to_the_json_python_makes(
 
 def test_go_reads_the_json_mirror_form(kafka_bootstrap: str, unique_name: str) -> None:
     topic = f"{unique_name}.faces.json"
-    sent = faces_records()  # a mirror record has its original's key and headers
-    produce(kafka_bootstrap, topic, [(e.stream_id.encode(), json_mirror.to_json(e), h) for e, h in sent])
+    sent = faces_records(events())  # a mirror record has its original's key and headers
+    send(kafka_bootstrap, topic, [(e.stream_id.encode(), json_mirror.to_json(e), h) for e, h in sent])
 
-    _, lines = consume("--json", "--bootstrap", kafka_bootstrap, "--topic", topic, "--count", str(len(sent)))
+    out = run_go_consumer(
+        ["--json", "--bootstrap", kafka_bootstrap, "--topic", topic, "--count", str(len(sent))]
+    )
 
-    got = by_seq(lines)
-    assert len(lines) == len(sent) == len(got)
-    for event, headers in sent:
-        line = got[str(event.seq)]
-        assert line["value"] == json.loads(json_mirror.to_json(event))
-        assert line["key"] == event.stream_id
-        assert line["headers"] == {name: value.decode() for name, value in headers}
+    got = assert_each_record_read(printed_lines(out), sent, lambda e: json.loads(json_mirror.to_json(e)))
     full = got[str(sent[0][0].seq)]["value"]
     # encoding/json sees what the mirror wrote: 64-bit integers as strings, 32-bit ones as numbers.
     assert full["resultsSeq"] == str(U64_MAX) and isinstance(full["faceIndex"], int)
@@ -254,36 +229,28 @@ def test_an_undecodable_record_is_one_line_and_exit_1(
 ) -> None:
     topic = f"{unique_name}.bad"
     # Field 2 (stream_id) says 5 bytes follow, and 2 do: neither protobuf nor JSON.
-    produce(kafka_bootstrap, topic, [(b"cam-1", b"\x12\x05ab", [])])
+    send(kafka_bootstrap, topic, [(b"cam-1", b"\x12\x05ab", [])])
     schema_args = ["--descriptor-set", descriptor_set(tmp_path)] if "--message" in mode else []
     out = run_go_consumer(
         ["--bootstrap", kafka_bootstrap, "--topic", topic, "--count", "1", *schema_args, *mode]
     )
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (1, "", 1), out.stderr
-    assert f"a record of {topic} {message}" in out.stderr
-
-
-#: A valid command line up to the mode (``--json`` or a descriptor set).
-BASE = ["--bootstrap", "b:1", "--topic", "t", "--count", "1"]
+    assert_one_error_line(out, 1, f"a record of {topic} {message}")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--topic", "t", "--count", "1", "--json"], "--bootstrap is missing"),
-        ([*BASE[:-1], "0", "--json"], "--count: expected a positive integer, got '0'"),
-        ([*BASE, "--json", "--timeout-s", "soon"], "--timeout-s: expected a positive integer, got 'soon'"),
-        (BASE, "expected either --descriptor-set and --message, or --json"),
-        ([*BASE, "--json", "--message", "M"], "expected either --descriptor-set and --message, or --json"),
-        ([*BASE, "--message", "M"], "--descriptor-set and --message go together"),
-        ([*BASE, "--json", "--verbose"], "unknown argument '--verbose'"),
-        ([*BASE, "--json", "--topic"], "--topic: expected a value"),
+        *BAD_ARGUMENTS,
+        (
+            [*BASE_ARGS, "--json", "--timeout-s", "soon"],
+            "--timeout-s: expected a positive integer, got 'soon'",
+        ),
+        ([*BASE_ARGS, "--json", "--topic"], "--topic: expected a value"),
     ],
 )
 def test_a_bad_argument_is_one_line_and_exit_2(args: list[str], message: str) -> None:
     out = run_go_consumer(args)
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (2, "", 1), out.stderr
-    assert message in out.stderr
+    assert_one_error_line(out, 2, message)
 
 
 @pytest.mark.parametrize(
@@ -296,27 +263,19 @@ def test_a_bad_argument_is_one_line_and_exit_2(args: list[str], message: str) ->
 def test_a_message_the_descriptor_set_lacks_is_one_line_and_exit_2(
     tmp_path: Path, name: str, message: str
 ) -> None:
-    out = run_go_consumer([*BASE, "--descriptor-set", descriptor_set(tmp_path), "--message", name])
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (2, "", 1), out.stderr
-    assert message in out.stderr
+    out = run_go_consumer([*BASE_ARGS, "--descriptor-set", descriptor_set(tmp_path), "--message", name])
+    assert_one_error_line(out, 2, message)
 
 
 def test_a_file_that_is_no_descriptor_set_is_one_line_and_exit_2(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.binpb"
     bogus.write_bytes(b"not a descriptor set")
-    out = run_go_consumer([*BASE, "--descriptor-set", str(bogus), "--message", FACE_EVENT])
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (2, "", 1), out.stderr
-    assert f"--descriptor-set {bogus}: not a FileDescriptorSet" in out.stderr
+    out = run_go_consumer([*BASE_ARGS, "--descriptor-set", str(bogus), "--message", FACE_EVENT])
+    assert_one_error_line(out, 2, f"--descriptor-set {bogus}: not a FileDescriptorSet")
 
 
 def test_too_few_records_time_out_with_one_line_and_exit_1(kafka_bootstrap: str, unique_name: str) -> None:
-    topic = f"{unique_name}.empty"
-    admin.ensure_topics(kafka_bootstrap, [topics.FACES.renamed(topic)])
-    out = run_go_consumer(
-        ["--json", "--bootstrap", kafka_bootstrap, "--topic", topic, "--count", "1", "--timeout-s", "3"]
-    )
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (1, "", 1), out.stderr
-    assert f"timed out after 3 s with 0 of 1 records from {topic}" in out.stderr
+    assert_too_few_records_time_out(run_go_consumer, kafka_bootstrap, f"{unique_name}.empty")
 
 
 def test_building_again_runs_no_go(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,5 +285,5 @@ def test_building_again_runs_no_go(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"ran {args!r} on a second build")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
-    assert ensure_go_consumer() == binary == support_go_consumer.BINARY
-    assert support_go_consumer.is_up_to_date(binary)
+    assert ensure_go_consumer() == binary == support_consumers.GO_BINARY
+    assert support_consumers.is_go_consumer_up_to_date(binary)

@@ -13,23 +13,27 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from support_consumers import ensure_consumer_jars, run_java_consumer
+from support_consumers import (
+    BAD_ARGUMENTS,
+    FACE_EVENT,
+    U64_MAX,
+    assert_consumer_reads,
+    assert_one_error_line,
+    assert_too_few_records_time_out,
+    descriptor_set,
+    ensure_consumer_jars,
+    expected_json,
+    faces_records,
+    run_java_consumer,
+)
 from support_runtime import shared_cache
 
-from faceflow import schema, topics
-from faceflow.kafka import admin
-from faceflow.kafka.clients import make_producer
-from faceflow.kafka.headers import HeaderList, TraceParent, message_headers
 from faceflow.v1 import common_pb2, face_event_pb2
 
 pytestmark = pytest.mark.integration
-
-FACE_EVENT = "faceflow.v1.FaceEvent"
-U64_MAX = 2**64 - 1
 
 
 def results(base: float) -> face_event_pb2.FaceResults:
@@ -128,62 +132,28 @@ def events() -> list[face_event_pb2.FaceEvent]:
     return [full_event("cam-ü", 2**40 + 3), sparse]
 
 
-def expected_json(event: face_event_pb2.FaceEvent) -> Any:
-    return json.loads(json_format.MessageToJson(event, always_print_fields_with_no_presence=True))
-
-
 def mirror_value(event: face_event_pb2.FaceEvent) -> bytes:
     """The JSON mirror's value of ``event`` (what faceflow.kafka.json_mirror writes)."""
     return json_format.MessageToJson(event, indent=None, always_print_fields_with_no_presence=True).encode()
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, HeaderList]]) -> None:
-    admin.ensure_topics(bootstrap, [topics.FACES.renamed(topic)])
-    # The services' producer settings (lz4-compressed batches, idempotent): the consumer must read them.
-    producer = make_producer(bootstrap, client_id="test-java-consumer")
-    for key, value, headers in records:
-        producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
-    producer.close()
-
-
-def consume(*args: str) -> list[dict[str, Any]]:
-    out = run_java_consumer(args)
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines()]
-
-
-def by_seq(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Lines keyed by the event's seq (records of a topic with several partitions come in any order)."""
-    return {line["value"]["seq"]: line for line in lines}
-
-
-def faces_records() -> list[tuple[face_event_pb2.FaceEvent, HeaderList]]:
-    return [(e, message_headers(FACE_EVENT, TraceParent.new())) for e in events()]
+#: The producer of this module's records.
+CLIENT_ID = "test-java-consumer"
 
 
 def test_java_decodes_real_faces_records_to_the_json_python_makes(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    schema.write(tmp_path / "schema")
-    topic = f"{unique_name}.faces"
-    sent = faces_records()
-    produce(kafka_bootstrap, topic, [(e.stream_id.encode(), e.SerializeToString(), h) for e, h in sent])
-
-    lines = consume(
-        "--bootstrap", kafka_bootstrap,
-        "--topic", topic,
-        "--descriptor-set", str(tmp_path / "schema" / schema.DESCRIPTOR_SET_NAME),
-        "--message", FACE_EVENT,
-        "--count", str(len(sent)),
-    )  # fmt: skip
-
-    got = by_seq(lines)
-    assert len(lines) == len(sent) == len(got)
-    for event, headers in sent:
-        line = got[str(event.seq)]
-        assert line["value"] == expected_json(event)
-        assert line["key"] == event.stream_id
-        assert line["headers"] == {name: value.decode() for name, value in headers}
+    _, got = assert_consumer_reads(
+        run_java_consumer,
+        kafka_bootstrap,
+        f"{unique_name}.faces",
+        faces_records(events()),
+        encode=lambda e: e.SerializeToString(),
+        mode=["--descriptor-set", descriptor_set(tmp_path), "--message", FACE_EVENT],
+        expected=expected_json,
+        client_id=CLIENT_ID,
+    )
     full = got[str(2**40 + 3)]["value"]
     assert full["resultsSeq"] == str(U64_MAX)  # unsigned, as a string, in both runtimes
     assert full["raw"]["parsing"]["classIds"] == "AAEC/xB/"
@@ -192,19 +162,16 @@ def test_java_decodes_real_faces_records_to_the_json_python_makes(
 
 
 def test_connects_json_converter_reads_the_json_mirror_form(kafka_bootstrap: str, unique_name: str) -> None:
-    topic = f"{unique_name}.faces.json"
-    sent = faces_records()  # a mirror record has its original's key and headers
-    produce(kafka_bootstrap, topic, [(e.stream_id.encode(), mirror_value(e), h) for e, h in sent])
-
-    lines = consume("--json", "--bootstrap", kafka_bootstrap, "--topic", topic, "--count", str(len(sent)))
-
-    got = by_seq(lines)
-    assert len(lines) == len(sent) == len(got)
-    for event, headers in sent:
-        line = got[str(event.seq)]
-        assert line["value"] == json.loads(mirror_value(event))
-        assert line["key"] == event.stream_id
-        assert line["headers"] == {name: value.decode() for name, value in headers}
+    _, got = assert_consumer_reads(
+        run_java_consumer,
+        kafka_bootstrap,
+        f"{unique_name}.faces.json",
+        faces_records(events()),  # a mirror record has its original's key and headers
+        encode=mirror_value,
+        mode=["--json"],
+        expected=lambda e: json.loads(mirror_value(e)),
+        client_id=CLIENT_ID,
+    )
     types = got[str(2**40 + 3)]["connectTypes"]
     # What a sink sees without a schema: 64-bit integers stay strings, 32-bit ones become INT64.
     assert types["seq"] == "String" and types["faceIndex"] == "Long" and types["analyzed"] == "Boolean"
@@ -213,51 +180,26 @@ def test_connects_json_converter_reads_the_json_mirror_form(kafka_bootstrap: str
 
 
 def test_a_message_the_descriptor_set_lacks_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    schema.write(tmp_path / "schema")
     out = run_java_consumer(
         [
             "--bootstrap", "127.0.0.1:9",
             "--topic", "t",
-            "--descriptor-set", str(tmp_path / "schema" / schema.DESCRIPTOR_SET_NAME),
+            "--descriptor-set", descriptor_set(tmp_path),
             "--message", "faceflow.v1.NoSuchEvent",
             "--count", "1",
         ]
     )  # fmt: skip
-    assert out.returncode == 2
-    assert out.stdout == ""
-    assert out.stderr.count("\n") == 1
-    assert "has no message 'faceflow.v1.NoSuchEvent'" in out.stderr
+    assert_one_error_line(out, 2, "has no message 'faceflow.v1.NoSuchEvent'")
 
 
-#: A valid command line up to the mode (``--json`` or a descriptor set).
-BASE = ["--bootstrap", "b:1", "--topic", "t", "--count", "1"]
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--topic", "t", "--count", "1", "--json"], "--bootstrap is missing"),
-        ([*BASE[:-1], "0", "--json"], "--count: expected a positive integer, got '0'"),
-        (BASE, "expected either --descriptor-set and --message, or --json"),
-        ([*BASE, "--json", "--message", "M"], "expected either --descriptor-set and --message, or --json"),
-        ([*BASE, "--message", "M"], "--descriptor-set and --message go together"),
-        ([*BASE, "--json", "--verbose"], "unknown argument '--verbose'"),
-    ],
-)
+@pytest.mark.parametrize(("args", "message"), BAD_ARGUMENTS)
 def test_a_bad_argument_is_one_line_and_exit_2(args: list[str], message: str) -> None:
     out = run_java_consumer(args)
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (2, "", 1)
-    assert message in out.stderr
+    assert_one_error_line(out, 2, message)
 
 
 def test_too_few_records_time_out_with_one_line_and_exit_1(kafka_bootstrap: str, unique_name: str) -> None:
-    topic = f"{unique_name}.empty"
-    admin.ensure_topics(kafka_bootstrap, [topics.FACES.renamed(topic)])
-    out = run_java_consumer(
-        ["--json", "--bootstrap", kafka_bootstrap, "--topic", topic, "--count", "1", "--timeout-s", "3"]
-    )
-    assert (out.returncode, out.stdout, out.stderr.count("\n")) == (1, "", 1)
-    assert f"timed out after 3 s with 0 of 1 records from {topic}" in out.stderr
+    assert_too_few_records_time_out(run_java_consumer, kafka_bootstrap, f"{unique_name}.empty")
 
 
 def test_fetching_the_jars_again_runs_no_maven(monkeypatch: pytest.MonkeyPatch) -> None:

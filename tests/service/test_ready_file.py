@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,9 +53,15 @@ class Fake:
         return self.ready_after is not None and self.polls >= self.ready_after
 
 
-def _run(fake: Fake, path: Path, seen: list[bool], *, ticks: int) -> int:
+def _run(
+    fake: Fake, path: Path, seen: list[bool], *, ticks: int, each_tick: Callable[[], None] = lambda: None
+) -> int:
+    """Run ``fake`` with a ready file at ``path`` for ``ticks`` polls (or until it fails), noting in
+    ``seen`` whether the file exists at each; ``each_tick`` runs after each note."""
+
     def until() -> bool:
         seen.append(path.exists())
+        each_tick()
         return len(seen) >= ticks
 
     return run_deployable(
@@ -116,22 +122,11 @@ def test_a_ready_file_that_cannot_be_written_is_a_fatal_failure(tmp_path: Path) 
     fake = Fake(ready_after=2)
     seen: list[bool] = []
 
-    def until() -> bool:
-        seen.append(path.exists())
+    def remove_folder() -> None:
         if fake.polls == 1:
             folder.rmdir()  # the folder disappears after the check at start
-        return len(seen) >= 10
 
-    code = run_deployable(
-        fake,
-        name="fake",
-        grace_s=2.0,
-        banner=lambda: "up",
-        until=until,
-        ready=fake.ready,
-        endpoints=lambda: ENDPOINTS,
-        ready_file=ReadyFile(path, service="fake"),
-    )
+    code = _run(fake, path, seen, ticks=10, each_tick=remove_folder)
     assert code == EXIT_FAILURE and fake.stops == [0.0] and len(seen) < 10
 
 
@@ -224,24 +219,36 @@ def _run_topics(bootstrap: str, prefix: str) -> dict[str, str]:
     return {state.kind: state.name for state in states}
 
 
+def _on_port_0(bootstrap: str, *flags: str) -> list[str]:
+    """A service's flags: the broker, both servers on port 0, then ``flags``."""
+    return ["--kafka-bootstrap", bootstrap, "--grpc-port", "0", "--metrics-port", "0", *flags]
+
+
+def _consumer_args(
+    bootstrap: str, triton_url: str, group_id: str, t: dict[str, str], *kinds: str
+) -> list[str]:
+    """A consumer service's flags (analyzer, aggregator): :func:`_on_port_0`, Triton, its group,
+    and ``--<kind>-topic NAME`` for each of ``kinds`` of this test's run topics ``t``."""
+    topic_flags = [flag for kind in kinds for flag in (f"--{kind}-topic", t[kind])]
+    return _on_port_0(bootstrap, "--triton-url", triton_url, "--group-id", group_id, *topic_flags)
+
+
+def _check_ready_file(name: str, args: list[str], tmp_path: Path, *, from_env: bool = False) -> str:
+    """Start ``faceflow <name> ARGS`` with a ready file (the flag, or the variable with ``from_env``),
+    check both ports it names, stop it (the file goes); return its log."""
+    path, log = tmp_path / f"{name}.ready.json", tmp_path / f"{name}.log"
+    flag, env = ([], {READY_FILE_ENV: str(path)}) if from_env else (["--ready-file", str(path)], None)
+    with _service(name, [*args, *flag], log, env=env) as proc:
+        ready = _wait_for_file(path, proc, log)
+        _check_ports(ready, service=name, pid=proc.pid)
+        _stop(proc, path, log)
+    return log.read_text()
+
+
 @pytest.mark.integration
 def test_ingest_on_port_0_writes_its_ports(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
     t = _run_topics(kafka_bootstrap, unique_name)
-    path, log = tmp_path / "ingest.ready.json", tmp_path / "ingest.log"
-    args = [
-        "--kafka-bootstrap",
-        kafka_bootstrap,
-        "--topic",
-        t["frames"],
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-    ]
-    with _service("ingest", [*args, "--ready-file", str(path)], log) as proc:
-        ready = _wait_for_file(path, proc, log)
-        _check_ports(ready, service="ingest", pid=proc.pid)
-        _stop(proc, path, log)
+    _check_ready_file("ingest", _on_port_0(kafka_bootstrap, "--topic", t["frames"]), tmp_path)
 
 
 @pytest.mark.integration
@@ -249,36 +256,11 @@ def test_aggregator_on_port_0_writes_its_ports(
     kafka_bootstrap: str, triton_url: str, unique_name: str, tmp_path: Path
 ) -> None:
     t = _run_topics(kafka_bootstrap, unique_name)
-    path, log = tmp_path / "aggregator.ready.json", tmp_path / "aggregator.log"
     args = [
-        "--kafka-bootstrap",
-        kafka_bootstrap,
-        "--triton-url",
-        triton_url,
-        "--group-id",
-        unique_name,
-        "--analyses-topic",
-        t["analyses"],
-        "--faces-topic",
-        t["faces"],
-        "--state-topic",
-        t["state"],
-        "--dlq-topic",
-        t["dlq"],
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--session-timeout-ms",
-        "6000",
-        "--max-poll-interval-ms",
-        "60000",
+        *_consumer_args(kafka_bootstrap, triton_url, unique_name, t, "analyses", "faces", "state", "dlq"),
+        *("--session-timeout-ms", "6000", "--max-poll-interval-ms", "60000"),
     ]
-    with _service("aggregator", [*args, "--ready-file", str(path)], log) as proc:
-        ready = _wait_for_file(path, proc, log)
-        _check_ports(ready, service="aggregator", pid=proc.pid)
-        _stop(proc, path, log)
-    text = log.read_text()
+    text = _check_ready_file("aggregator", args, tmp_path)
     assert "session_timeout_ms=6000" in text and "max_poll_interval_ms=60000" in text  # the flags reach it
 
 
@@ -288,26 +270,5 @@ def test_analyzer_on_port_0_writes_its_ports_from_the_env_variable(
     kafka_bootstrap: str, triton_url: str, unique_name: str, tmp_path: Path
 ) -> None:
     t = _run_topics(kafka_bootstrap, unique_name)
-    path, log = tmp_path / "analyzer.ready.json", tmp_path / "analyzer.log"
-    args = [
-        "--kafka-bootstrap",
-        kafka_bootstrap,
-        "--triton-url",
-        triton_url,
-        "--group-id",
-        unique_name,
-        "--frames-topic",
-        t["frames"],
-        "--analyses-topic",
-        t["analyses"],
-        "--dlq-topic",
-        t["dlq"],
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-    ]
-    with _service("analyzer", args, log, env={READY_FILE_ENV: str(path)}) as proc:
-        ready = _wait_for_file(path, proc, log)
-        _check_ports(ready, service="analyzer", pid=proc.pid)
-        _stop(proc, path, log)
+    args = _consumer_args(kafka_bootstrap, triton_url, unique_name, t, "frames", "analyses", "dlq")
+    _check_ready_file("analyzer", args, tmp_path, from_env=True)

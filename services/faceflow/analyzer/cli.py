@@ -99,8 +99,8 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.analyzer.service import AnalyzerService  # noqa: PLC0415 - fast --help
-    from faceflow.service.main import run_deployable  # noqa: PLC0415
-    from faceflow.service.ready_file import Endpoints, ReadyFile, ready_file_path  # noqa: PLC0415
+    from faceflow.service.main import run_served  # noqa: PLC0415
+    from faceflow.service.ready_file import ready_file_path  # noqa: PLC0415
 
     ready_path = ready_file_path(args.ready_file)
     config = config_from_args(args)
@@ -114,22 +114,11 @@ def run(args: argparse.Namespace) -> int:
             f"metrics http://{config.metrics_host}:{service.metrics.base.port}/metrics"
         )
 
-    def endpoints() -> Endpoints:
-        assert service.server is not None
-        return Endpoints(
-            grpc_host=config.grpc_host,
-            grpc_port=service.server.port,
-            metrics_host=config.metrics_host,
-            metrics_port=service.metrics.base.port or 0,
-        )
-
-    return run_deployable(
+    return run_served(
         service,
         name="analyzer",
-        grace_s=config.grace_s,
         banner=banner,
+        metrics_port=lambda: service.metrics.base.port,
+        ready_path=ready_path,
         duration_s=args.duration,
-        ready=lambda: service.server is not None and service.server.serving,
-        endpoints=endpoints,
-        ready_file=None if ready_path is None else ReadyFile(ready_path, service="analyzer"),
     )

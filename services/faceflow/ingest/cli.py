@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from faceflow.ingest.config import IngestConfig
-    from faceflow.service.ready_file import Endpoints
+    from faceflow.service.grpc_server import GrpcServer
 
 # Kept in step with PolicyChoice / SeqStart (a test checks); literal so `faceflow --help` stays fast.
 QUEUE_POLICIES = ("auto", "drop-oldest", "block")
@@ -143,7 +143,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
 
 
 class _IngestProcess:
-    """The ingest service and its gRPC server as one :class:`~faceflow.service.main.Runnable`."""
+    """The ingest service and its gRPC server as one :class:`~faceflow.service.main.Served`."""
 
     def __init__(self, config: IngestConfig) -> None:
         from faceflow.ingest.grpc_server import IngestServer  # noqa: PLC0415 - fast --help
@@ -151,9 +151,14 @@ class _IngestProcess:
 
         self.config = config
         self.service = IngestService(config)
-        self.server = IngestServer(
+        self.ingest_server = IngestServer(
             self.service, config.grpc_host, config.grpc_port, workers=config.grpc_workers
         )
+
+    @property
+    def server(self) -> GrpcServer:
+        """The gRPC server itself (its health, the bound port): what ``run_served`` waits on."""
+        return self.ingest_server.server
 
     def start(self) -> None:
         import os  # noqa: PLC0415
@@ -162,11 +167,11 @@ class _IngestProcess:
 
         self.service.start()
         try:
-            self.server.start()
+            self.ingest_server.start()
             c = self.config
             self.service.join_sources_group(
                 advertised_address(
-                    c.advertise_address, grpc_host=c.grpc_host, port=self.server.port, env=os.environ
+                    c.advertise_address, grpc_host=c.grpc_host, port=self.ingest_server.port, env=os.environ
                 )
             )
         except Exception:
@@ -174,32 +179,18 @@ class _IngestProcess:
             raise
 
     def stop(self, grace_s: float) -> None:
-        stopped = self.server.stop(grace_s)
+        stopped = self.ingest_server.stop(grace_s)
         self.service.stop(grace_s)
         stopped.wait(grace_s)
 
     def failure(self) -> BaseException | None:
         return None
 
-    def ready(self) -> bool:
-        return self.server.server.serving
-
-    def endpoints(self) -> Endpoints:
-        from faceflow.service.ready_file import Endpoints  # noqa: PLC0415
-
-        c = self.config
-        return Endpoints(
-            grpc_host=c.grpc_host,
-            grpc_port=self.server.port,
-            metrics_host=c.metrics_host,
-            metrics_port=self.service.metrics_port or 0,
-        )
-
 
 def run(args: argparse.Namespace) -> int:
     from faceflow.ingest.runner import SourceState  # noqa: PLC0415 - fast --help
-    from faceflow.service.main import run_deployable  # noqa: PLC0415
-    from faceflow.service.ready_file import ReadyFile, ready_file_path  # noqa: PLC0415
+    from faceflow.service.main import run_served  # noqa: PLC0415
+    from faceflow.service.ready_file import ready_file_path  # noqa: PLC0415
 
     ready_path = ready_file_path(args.ready_file)
     config = config_from_args(args)
@@ -212,16 +203,14 @@ def run(args: argparse.Namespace) -> int:
             f"metrics http://{config.metrics_host}:{process.service.metrics_port}/metrics"
         )
 
-    code = run_deployable(
+    code = run_served(
         process,
         name="ingest",
-        grace_s=config.grace_s,
         banner=banner,
+        metrics_port=lambda: process.service.metrics_port,
+        ready_path=ready_path,
         duration_s=args.duration,
         until=(lambda: process.service.wait_sources(0)) if args.until_done else None,
-        ready=process.ready,
-        endpoints=process.endpoints,
-        ready_file=None if ready_path is None else ReadyFile(ready_path, service="ingest"),
     )
     failed = 0
     for s in process.service.list_sources():

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 KAFKA_VERSION = "4.4.0"
 MIN_JAVA = 17
 START_TIMEOUT_S = 90.0
+#: Maven's first fetch (a cold local repository) can be slow.
+MAVEN_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -107,33 +109,53 @@ def ensure_jars(cache: Path, *, say: Callable[[str], None] = lambda _msg: None) 
         )
     pom_path = root / "pom.xml"
     pom_path.write_bytes(pom_bytes)
-    staging = root / "libs.partial"
-    shutil.rmtree(staging, ignore_errors=True)
     say(f"  fetching Apache Kafka {KAFKA_VERSION} broker jars with Maven into {libs} (first run only)")
-    argv = [
-        mvn,
-        "-B",
-        "-ntp",
-        "-f",
-        str(pom_path),
-        f"-Dmaven.repo.local={cache / 'm2'}",
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={staging}",
-    ]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
-    if result.returncode != 0:
-        last = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
-        raise RuntimeStartError(
-            f"Maven could not fetch the Kafka broker jars (exit {result.returncode}):\n{last}"
-        )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
+    copy_dependencies(mvn, pom_path, libs, cache=cache, what="the Kafka broker jars")
     marker.write_text(digest + "\n")
     jars = list(libs.glob("*.jar"))
     size_mb = sum(j.stat().st_size for j in jars) / 1e6
     say(f"  fetched {len(jars)} jars ({size_mb:.0f} MB)")
     return KafkaInstall(libs=libs, log4j_config=log4j_path, java=java)
+
+
+def copy_dependencies(
+    mvn: str,
+    pom: Path,
+    libs: Path,
+    *,
+    cache: Path,
+    what: str,
+    properties: Mapping[str, str] | None = None,
+) -> None:
+    """Fetch the runtime dependencies of ``pom`` with Maven into the folder ``libs``, replacing it.
+
+    Maven writes into ``<libs>.partial`` first, renamed to ``libs`` only once it succeeded, so an
+    interrupted fetch never leaves a folder that looks complete. The local repository is
+    ``<cache>/m2``, shared by every pom fetched this way; ``properties`` become ``-Dkey=value``.
+
+    Raises:
+        RuntimeStartError: Maven failed (the last lines of its output, and ``what`` it fetched).
+    """
+    staging = libs.with_name(libs.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    argv = [
+        mvn,
+        "-B",
+        "-ntp",
+        "-f",
+        str(pom),
+        f"-Dmaven.repo.local={cache / 'm2'}",
+        *(f"-D{key}={value}" for key, value in (properties or {}).items()),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=MAVEN_TIMEOUT_S)
+    if result.returncode != 0:
+        last = "\n".join((result.stdout + result.stderr).splitlines()[-25:])
+        raise RuntimeStartError(f"Maven could not fetch {what} (exit {result.returncode}):\n{last}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
 
 
 def broker_properties(settings: DevSettings, data_dir: Path) -> str:

@@ -18,7 +18,8 @@ A failure to start (a port taken, a broker missing) propagates as a
 
 :func:`run_deployable` is what each service's CLI calls: tracing for ``faceflow-<name>``, a
 one-line banner once started, a one-line "stopping" notice, the ready file if asked for, then
-:func:`run_service`.
+:func:`run_service`. :func:`run_served` wires it the way all three deployables need: ready once
+their gRPC server reports SERVING, the ready file naming the ports they bound.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from faceflow.service.grpc_server import GrpcServer
     from faceflow.service.ready_file import Endpoints, ReadyFile
 
 logger = logging.getLogger(__name__)
@@ -123,6 +127,78 @@ def run_deployable(
         if ready_file is not None:
             ready_file.remove()
         shutdown_tracing()
+
+
+class ServedConfig(Protocol):
+    """What :func:`run_served` reads of a deployable's config (each service's config has these)."""
+
+    @property
+    def grpc_host(self) -> str: ...
+
+    @property
+    def metrics_host(self) -> str: ...
+
+    @property
+    def grace_s(self) -> float: ...
+
+
+class Served(Runnable, Protocol):
+    """A deployable :func:`run_served` runs: its config, and its gRPC server (None until started)."""
+
+    @property
+    def config(self) -> ServedConfig: ...
+
+    @property
+    def server(self) -> GrpcServer | None: ...
+
+
+def run_served(
+    service: Served,
+    *,
+    name: str,
+    banner: Callable[[], str],
+    metrics_port: Callable[[], int | None],
+    ready_path: Path | None,
+    duration_s: float | None = None,
+    until: Callable[[], bool] | None = None,
+) -> int:
+    """:func:`run_deployable` the way each deployable's CLI runs it, with the grace of its config.
+
+    Ready once its gRPC server reports SERVING. With ``ready_path`` (what
+    :func:`~faceflow.service.ready_file.ready_file_path` made of ``--ready-file``: the CLI resolves
+    it before it builds anything, so a bad path is said first) the ready file names the config's
+    hosts with the bound gRPC port and ``metrics_port()`` (0 while no metrics server listens).
+    """
+    from faceflow.service.ready_file import Endpoints, ReadyFile  # noqa: PLC0415 - fast --help
+
+    config = service.config
+
+    def ready() -> bool:
+        server = service.server
+        return server is not None and server.serving
+
+    def endpoints() -> Endpoints:
+        server = service.server
+        if server is None:  # only asked for once ready(), which needs a server
+            raise RuntimeError(f"{name}: endpoints asked for before its gRPC server started")
+        return Endpoints(
+            grpc_host=config.grpc_host,
+            grpc_port=server.port,
+            metrics_host=config.metrics_host,
+            metrics_port=metrics_port() or 0,
+        )
+
+    return run_deployable(
+        service,
+        name=name,
+        grace_s=config.grace_s,
+        banner=banner,
+        duration_s=duration_s,
+        until=until,
+        ready=ready,
+        endpoints=endpoints,
+        ready_file=None if ready_path is None else ReadyFile(ready_path, service=name),
+    )
 
 
 def run_service(
