@@ -158,6 +158,8 @@ class AggregatorProcessor:
         self._erase_checkpoint: set[int] = set()
         self._erase_scan: dict[int, set[str]] = {}
         self._erase_rewrites: dict[int, dict[str, Checkpoint]] = {}
+        #: Partitions assigned and not yet restored (the loop's thread only).
+        self._to_restore: set[int] = set()
 
     # -- Processor -------------------------------------------------------------------------------
     def process(self, records: Sequence[InRecord]) -> list[Result]:
@@ -188,8 +190,14 @@ class AggregatorProcessor:
                 if state is not None:
                     state.rewriting.discard(stream_id)  # freed by the next batch (_free_unacked)
 
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """New partitions: restored by the next :meth:`pending_results`, not when their first record
+        comes, so an idle or ended stream of a moved partition is answerable at once."""
+        self._to_restore |= {tp.partition for tp in partitions}
+
     def revoked(self, partitions: set[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
+        self._to_restore -= numbers
         with self.lock:
             for stream_id in [s for s, o in self.streams.items() if o.partition in numbers]:
                 del self.streams[stream_id]
@@ -225,6 +233,7 @@ class AggregatorProcessor:
     def pending_results(self) -> list[Result]:
         """Erasure's checkpoints, for the consume loop to send now (its own thread; the state topic
         is read before the lock is taken). One result per partition, with ``offset == -1``."""
+        self._restore_assigned()
         if not (self._erase_checkpoint or self._erase_scan or self._erase_rewrites):
             return []
         with self.lock:
@@ -317,11 +326,28 @@ class AggregatorProcessor:
             found = self._prefetched[partition] = self.restore(partition)
         return found
 
+    def _restore_assigned(self) -> None:
+        """Restore newly assigned partitions (read before the lock is taken)."""
+        while self._to_restore:
+            partition = min(self._to_restore)
+            with self.lock:
+                loaded = partition in self.partitions
+            checkpoints = None if loaded else self.restore(partition)
+            if partition not in self._to_restore:
+                continue  # revoked while it was read
+            self._to_restore.discard(partition)
+            if checkpoints is not None:
+                with self.lock:
+                    if partition not in self.partitions:
+                        self._install_partition(partition, checkpoints)
+
     def _load_partition(self, partition: int) -> _PartitionState:
         state = self.partitions.get(partition)
         if state is not None:
             return state
-        checkpoints = self._read(partition)
+        return self._install_partition(partition, self._read(partition))
+
+    def _install_partition(self, partition: int, checkpoints: dict[str, Checkpoint]) -> _PartitionState:
         state = _PartitionState(committed_limit=max((c.next_offset for c in checkpoints.values()), default=0))
         self.partitions[partition] = state
         for checkpoint in checkpoints.values():

@@ -140,6 +140,8 @@ class Processor(Protocol):
 
     # Optional: ``final_results() -> Sequence[Result]``, called once when stopping, after the last
     # batch; its results (with ``record.offset == -1``) are produced before the final commit.
+    # Optional: ``assigned(partitions: set[TopicPartition]) -> None``, called by the loop's thread
+    # with partitions newly assigned (inside the rebalance callback: keep it short).
     # Optional: ``pending_results() -> Sequence[Result]``, called by the loop's thread on every turn;
     # results the processor wants sent now, not tied to an input record (``record.offset == -1``),
     # e.g. the aggregator's erasure checkpoints.
@@ -697,6 +699,9 @@ class ConsumeLoop:
             if self._paused and new:
                 self.consumer.pause(*new)
         logger.info("%s: assigned %s", self.config.service, sorted(tp.partition for tp in partitions))
+        hook = getattr(self.processor, "assigned", None)
+        if callable(hook) and new:
+            hook(new)
 
     def _revoke_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         with self._lock:
