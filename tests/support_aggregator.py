@@ -34,10 +34,13 @@ class AggTopics:
     state: str
     identities: str
     dlq: str
+    audit: str
 
 
 def make_topics(bootstrap: str, name: str, *, partitions: int = 3, compact_fast: bool = False) -> AggTopics:
-    t = AggTopics(*(f"{name}.{kind}" for kind in ("analyses", "faces", "state", "identities", "dlq")))
+    t = AggTopics(
+        *(f"{name}.{kind}" for kind in ("analyses", "faces", "state", "identities", "dlq", "audit"))
+    )
     identities = topics.IDENTITIES.renamed(t.identities)
     state = topics.AGGREGATOR_STATE.renamed(t.state)
     if compact_fast:  # an overwritten record disappears within seconds, not within the hour
@@ -52,6 +55,7 @@ def make_topics(bootstrap: str, name: str, *, partitions: int = 3, compact_fast:
             replace(state, partitions=partitions),
             identities,
             topics.FRAMES_DLQ.renamed(t.dlq),
+            topics.IDENTITIES_AUDIT.renamed(t.audit),
         ],
     )
     return t
@@ -68,6 +72,7 @@ def config(
         state_topic=t.state,
         identities_topic=t.identities,
         dlq_topic=t.dlq,
+        audit_topic=t.audit,
         group_id=group,
         grpc_port=0,
         metrics_port=0,
