@@ -185,6 +185,9 @@ def test_sasl_ssl_verifies_the_broker_certificate(
     sasl_ssl_broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = sasl_ssl_broker
+    # kafka-python's own log says why; an in-process `faceflow` CLI run by an earlier test may have
+    # quietened the "kafka" logger (cli.main does, below INFO), so ask for it here.
+    caplog.set_level(logging.INFO, logger="kafka")
     distrusting = dataclasses.replace(broker.security(), ssl_cafile=broker.certs.other_ca)
     with pytest.raises(KafkaError):
         make_producer(broker.bootstrap, client_id="test-ca", security=distrusting, **FAIL_FAST)
