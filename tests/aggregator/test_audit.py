@@ -75,7 +75,13 @@ def raw_records(bootstrap: str, topic: str) -> list[Raw]:
     """Every record of the topic, as written (a plain consumer, from the beginning to the end)."""
     consumer = make_consumer(bootstrap, group_id=None, client_id="test-audit")
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        deadline = time.monotonic() + TIMEOUT
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:  # a new consumer may not have metadata yet
+            time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"no metadata for {topic}"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
